@@ -1,0 +1,405 @@
+"""The ECR gateway: the narrow port the pruner talks to, and its aioboto3 adapter.
+
+The port speaks in the policy's plain data (`Image`, digests) so the pruner never sees a
+boto response. The adapter makes the fewest calls ECR allows: DescribeImages with
+maxResults=1000, BatchGetImage and BatchDeleteImage with 100 ids per call, repository names
+100 per DescribeRepositories call. Throttling and 5xx are retried by botocore's adaptive
+retry mode; what is left surfaces as `EcrError` with the operation and the error code.
+
+Exceptions:
+    EcrError                 a call failed after botocore's retries (operation, code)
+    └── MalformedResponse    an answer did not have the shape the service model promises
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+import aioboto3
+import orjson
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from controller.images import Digest, EcrRegistry, is_digest
+from controller.inventory import RepositoryId
+from controller.policy import Image
+
+log = logging.getLogger(__name__)
+
+DESCRIBE_PAGE = 1000  # DescribeImages maxResults upper bound
+ID_BATCH = 100  # BatchGetImage / BatchDeleteImage / DescribeRepositories names per call
+
+INDEX_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+    }
+)
+MANIFEST_MEDIA_TYPES = (
+    *sorted(INDEX_MEDIA_TYPES),
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+)
+
+
+class EcrError(Exception):
+    """An ECR call failed for good (after retries)."""
+
+    def __init__(self, operation: str, code: str, message: str) -> None:
+        super().__init__(f"{operation}: {code}: {message}")
+        self.operation = operation
+        self.code = code
+        self.message = message
+
+
+class MalformedResponse(EcrError):
+    def __init__(self, operation: str, message: str) -> None:
+        super().__init__(operation, "MalformedResponse", message)
+
+
+@dataclass(frozen=True, slots=True)
+class Repository:
+    id: RepositoryId
+    uri: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.id.name
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    digest: Digest
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOutcome:
+    deleted: tuple[Digest, ...] = ()
+    gone: tuple[Digest, ...] = ()
+    # ImageNotFound: someone else deleted it first; counts as done
+    failed: tuple[Failure, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """The repositories found, and the requested names that do not exist."""
+
+    repositories: tuple[Repository, ...]
+    missing: tuple[str, ...] = ()
+
+
+class EcrPort(Protocol):
+    """What the pruner needs from ECR."""
+
+    async def repositories(self, names: Sequence[str] | None) -> Listing:
+        """The named repositories, or every repository of the registry when `names` is None."""
+        ...
+
+    async def images(self, repository: Repository) -> list[Image]:
+        """Every ACTIVE image; `children` not yet filled in."""
+        ...
+
+    async def index_children(
+        self, repository: Repository, digests: Sequence[Digest]
+    ) -> dict[Digest, tuple[Digest, ...]]:
+        """The manifests each index references. Raises unless every index could be read."""
+        ...
+
+    async def delete(self, repository: Repository, digests: Sequence[Digest]) -> DeleteOutcome:
+        """Delete at most 100 images by digest (with all their tags)."""
+        ...
+
+
+@dataclass
+class CallStats:
+    """ECR calls made (one per API call, not per HTTP attempt) and throttled attempts."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    throttles: Counter[str] = field(default_factory=Counter)
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+_T = TypeVar("_T")
+
+
+def chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class AioEcr:
+    """`EcrPort` over an aioboto3 ECR client."""
+
+    def __init__(self, client: Any, *, region: str, registry_id: str | None) -> None:
+        self._client = client
+        self._region = region
+        self._registry_id = registry_id
+        self.stats = CallStats()
+        client.meta.events.register("needs-retry.ecr.*", self._on_retry_check)
+
+    def _on_retry_check(self, response: Any = None, operation: Any = None, **_: Any) -> None:
+        if not response:
+            return
+        http, parsed = response
+        code = parsed.get("Error", {}).get("Code", "") if isinstance(parsed, dict) else ""
+        status = getattr(http, "status_code", 0)
+        if status == 429 or code in {"ThrottlingException", "TooManyRequestsException"}:
+            self.stats.throttles[getattr(operation, "name", "?")] += 1
+
+    def _registry(self) -> dict[str, str]:
+        return {"registryId": self._registry_id} if self._registry_id else {}
+
+    async def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        self.stats.calls[operation] += 1
+        method = getattr(self._client, _snake(operation))
+        try:
+            result = await method(**kwargs)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", "Unknown"))
+            self.stats.errors[(operation, code)] += 1
+            raise EcrError(operation, code, str(error.get("Message", exc))) from exc
+        except BotoCoreError as exc:  # includes response parser errors on malformed answers
+            code = type(exc).__name__
+            self.stats.errors[(operation, code)] += 1
+            raise EcrError(operation, code, str(exc)) from exc
+        if not isinstance(result, dict):
+            raise MalformedResponse(operation, f"answer is {type(result).__name__}, not an object")
+        return result
+
+    # -- repositories --------------------------------------------------------------------------
+
+    async def repositories(self, names: Sequence[str] | None) -> Listing:
+        if names is None:
+            found: list[Repository] = []
+            token: str | None = None
+            while True:
+                page = await self._call(
+                    "DescribeRepositories",
+                    maxResults=DESCRIBE_PAGE,
+                    **self._registry(),
+                    **({"nextToken": token} if token else {}),
+                )
+                found.extend(self._repository(r) for r in _list(page, "repositories"))
+                token = page.get("nextToken")
+                if not token:
+                    return Listing(tuple(found))
+        found, missing = [], []
+        for chunk in chunks(list(dict.fromkeys(names)), ID_BATCH):
+            try:
+                page = await self._call(
+                    "DescribeRepositories", repositoryNames=list(chunk), **self._registry()
+                )
+            except EcrError as exc:
+                if exc.code != "RepositoryNotFoundException":
+                    raise
+                if len(chunk) == 1:
+                    missing.append(chunk[0])
+                    continue
+                # ECR fails the whole call for one unknown name: find which, one by one
+                for name in chunk:
+                    single = await self.repositories([name])
+                    found.extend(single.repositories)
+                    missing.extend(single.missing)
+                continue
+            found.extend(self._repository(r) for r in _list(page, "repositories"))
+        return Listing(tuple(found), tuple(missing))
+
+    def _repository(self, raw: object) -> Repository:
+        if not isinstance(raw, Mapping):
+            raise MalformedResponse("DescribeRepositories", "repository entry is not an object")
+        name, registry = raw.get("repositoryName"), raw.get("registryId")
+        if not isinstance(name, str) or not isinstance(registry, str):
+            raise MalformedResponse(
+                "DescribeRepositories", f"repository entry without name or registry: {raw!r}"
+            )
+        region = _region_of(raw.get("repositoryArn")) or self._region
+        return Repository(
+            RepositoryId(EcrRegistry(registry, region), name), str(raw.get("repositoryUri", ""))
+        )
+
+    # -- images --------------------------------------------------------------------------------
+
+    async def images(self, repository: Repository) -> list[Image]:
+        images: list[Image] = []
+        token: str | None = None
+        while True:
+            page = await self._call(
+                "DescribeImages",
+                repositoryName=repository.name,
+                registryId=repository.id.registry.account,
+                maxResults=DESCRIBE_PAGE,
+                **({"nextToken": token} if token else {}),
+            )
+            images.extend(_image(raw) for raw in _list(page, "imageDetails"))
+            token = page.get("nextToken")
+            if not token:
+                return images
+
+    async def index_children(
+        self, repository: Repository, digests: Sequence[Digest]
+    ) -> dict[Digest, tuple[Digest, ...]]:
+        children: dict[Digest, tuple[Digest, ...]] = {}
+        for chunk in chunks(digests, ID_BATCH):
+            page = await self._call(
+                "BatchGetImage",
+                repositoryName=repository.name,
+                registryId=repository.id.registry.account,
+                imageIds=[{"imageDigest": d} for d in chunk],
+                acceptedMediaTypes=list(MANIFEST_MEDIA_TYPES),
+            )
+            for raw in _list(page, "images"):
+                digest, kids = _index_manifest(raw)
+                children[digest] = kids
+            failures = _list(page, "failures")
+            if failures:
+                raise EcrError(
+                    "BatchGetImage",
+                    "IndexUnreadable",
+                    f"cannot read {len(failures)} index manifest(s): {failures[0]!r}",
+                )
+        unread = [d for d in digests if d not in children]
+        if unread:
+            raise MalformedResponse("BatchGetImage", f"no manifest returned for {unread[0]}")
+        return children
+
+    async def delete(self, repository: Repository, digests: Sequence[Digest]) -> DeleteOutcome:
+        if not digests:
+            return DeleteOutcome()
+        if len(digests) > ID_BATCH:
+            raise ValueError(f"at most {ID_BATCH} images per BatchDeleteImage call")
+        page = await self._call(
+            "BatchDeleteImage",
+            repositoryName=repository.name,
+            registryId=repository.id.registry.account,
+            imageIds=[{"imageDigest": d} for d in digests],
+        )
+        failed: list[Failure] = []
+        gone: list[Digest] = []
+        for raw in _list(page, "failures"):
+            if not isinstance(raw, Mapping):
+                raise MalformedResponse("BatchDeleteImage", "failure entry is not an object")
+            image_id = raw.get("imageId") or {}
+            digest = image_id.get("imageDigest") if isinstance(image_id, Mapping) else None
+            if not isinstance(digest, str):
+                raise MalformedResponse("BatchDeleteImage", f"failure without digest: {raw!r}")
+            code = str(raw.get("failureCode", "Unknown"))
+            if code == "ImageNotFound":
+                gone.append(Digest(digest))
+            else:
+                failed.append(Failure(Digest(digest), code, str(raw.get("failureReason", ""))))
+        # An untagged image deleted by digest may be missing from `imageIds` (moto does this),
+        # so what was asked for and did not fail is what was deleted.
+        not_deleted = {f.digest for f in failed} | set(gone)
+        deleted = tuple(d for d in digests if d not in not_deleted)
+        return DeleteOutcome(deleted, tuple(gone), tuple(failed))
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+def _snake(operation: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in operation).lstrip("_")
+
+
+def _list(page: Mapping[str, Any], key: str) -> list[Any]:
+    value = page.get(key, [])
+    if not isinstance(value, list):
+        raise MalformedResponse(key, f"`{key}` is {type(value).__name__}, not a list")
+    return value
+
+
+def _region_of(arn: object) -> str | None:
+    if isinstance(arn, str):
+        parts = arn.split(":")
+        if len(parts) > 3 and parts[3]:
+            return parts[3]
+    return None
+
+
+def _image(raw: object) -> Image:
+    if not isinstance(raw, Mapping):
+        raise MalformedResponse("DescribeImages", "imageDetails entry is not an object")
+    digest = raw.get("imageDigest")
+    pushed = raw.get("imagePushedAt")
+    if not isinstance(digest, str) or not is_digest(digest):
+        raise MalformedResponse("DescribeImages", f"image without a valid digest: {digest!r}")
+    if not isinstance(pushed, datetime):
+        raise MalformedResponse("DescribeImages", f"{digest}: imagePushedAt is {pushed!r}")
+    tags = raw.get("imageTags") or []
+    size = raw.get("imageSizeInBytes") or 0
+    pulled = raw.get("lastRecordedPullTime")
+    media = raw.get("imageManifestMediaType")
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise MalformedResponse("DescribeImages", f"{digest}: imageTags is {tags!r}")
+    return Image(
+        digest=Digest(digest),
+        pushed_at=_utc(pushed),
+        tags=tuple(tags),
+        size_bytes=size if isinstance(size, int) else 0,
+        last_pulled_at=_utc(pulled) if isinstance(pulled, datetime) else None,
+        media_type=media if isinstance(media, str) else None,
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _index_manifest(raw: object) -> tuple[Digest, tuple[Digest, ...]]:
+    if not isinstance(raw, Mapping):
+        raise MalformedResponse("BatchGetImage", "image entry is not an object")
+    image_id = raw.get("imageId") or {}
+    digest = image_id.get("imageDigest") if isinstance(image_id, Mapping) else None
+    manifest = raw.get("imageManifest")
+    if not isinstance(digest, str) or not isinstance(manifest, str):
+        raise MalformedResponse("BatchGetImage", f"image without digest or manifest: {raw!r}")
+    try:
+        document = orjson.loads(manifest)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedResponse("BatchGetImage", f"{digest}: manifest is not JSON") from exc
+    entries = document.get("manifests") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise MalformedResponse("BatchGetImage", f"{digest}: not an index (no `manifests`)")
+    kids = []
+    for entry in entries:
+        kid = entry.get("digest") if isinstance(entry, dict) else None
+        if not isinstance(kid, str) or not is_digest(kid):
+            raise MalformedResponse("BatchGetImage", f"{digest}: child without digest")
+        kids.append(Digest(kid))
+    return Digest(digest), tuple(kids)
+
+
+# -- construction ----------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def open_ecr(
+    *,
+    region: str,
+    registry_id: str | None,
+    concurrency: int,
+    endpoint_url: str | None = None,
+) -> AsyncIterator[AioEcr]:
+    """An ECR gateway on the standard AWS credential chain (env, profile, web identity/IRSA,
+    EKS Pod Identity, instance role). `AWS_ENDPOINT_URL_ECR` is honoured by botocore itself."""
+    config = AioConfig(
+        retries={"mode": "adaptive", "max_attempts": 8},
+        max_pool_connections=max(10, concurrency * 2),
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    session = aioboto3.Session()
+    async with session.client(
+        "ecr", region_name=region, endpoint_url=endpoint_url, config=config
+    ) as client:
+        yield AioEcr(client, region=region, registry_id=registry_id)

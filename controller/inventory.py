@@ -1,0 +1,333 @@
+"""The in-use view: which image digests and tags the watched cluster objects hold, per source.
+
+Every watched object (a pod, or a workload whose pod template names images) contributes a
+`References` value: the digests it runs or names, and the ECR tags its spec names. The
+`InUseIndex` keeps one entry per object, keyed by (cluster, kind, uid), and reference counts
+over all of them, so a query is a dictionary lookup and an event that changes no reference
+costs no rebuild. Sources (one per cluster and kind) are marked synced after their first
+complete LIST; the pruner must not trust the view before every source is.
+
+Pure: no I/O, no clock. The watchers feed it; the policy reads it through `InUse`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from controller.images import (
+    Digest,
+    EcrRegistry,
+    ImageRef,
+    InvalidReference,
+    parse_image_id,
+    parse_reference,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryId:
+    """An ECR repository: the registry (account and region) and the repository name."""
+
+    registry: EcrRegistry
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TagRef:
+    """A spec that names an ECR image by tag: protects whatever that tag points to."""
+
+    repository: RepositoryId
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class References:
+    """The image references one watched object holds."""
+
+    digests: frozenset[Digest] = frozenset()
+    # digests it runs (status imageID) or names (spec `repo@sha256:…`), in any registry
+    tags: frozenset[TagRef] = frozenset()
+    # ECR tags its spec names; non-ECR tags cannot match a pruned repository and are dropped
+
+
+NO_REFERENCES = References()
+
+
+@dataclass(frozen=True, slots=True)
+class Extraction:
+    """What an extractor found in one object: the references, and the strings it could not parse."""
+
+    references: References
+    malformed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceKey:
+    """One watched stream: a resource kind in a cluster, in one namespace or all ("")."""
+
+    cluster: str
+    kind: str
+    namespace: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.cluster}/{self.kind}" + (f"@{self.namespace}" if self.namespace else "")
+
+
+class InUse(Protocol):
+    """What the policy asks of the in-use view."""
+
+    def digest_in_use(self, digest: Digest) -> bool: ...
+
+    def tag_in_use(self, repository: RepositoryId, tag: str) -> bool: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction from raw API objects (plain dicts parsed from JSON)
+
+_CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
+_STATUS_FIELDS = ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses")
+
+
+class _Collector:
+    __slots__ = ("digests", "malformed", "tags")
+
+    def __init__(self) -> None:
+        self.digests: set[Digest] = set()
+        self.tags: set[TagRef] = set()
+        self.malformed: list[str] = []
+
+    def add(self, ref: ImageRef) -> None:
+        if ref.digest is not None:
+            self.digests.add(Digest(sys.intern(ref.digest)))
+        if ref.tag is not None and ref.ecr is not None:
+            self.tags.add(
+                TagRef(RepositoryId(ref.ecr, sys.intern(ref.repository)), sys.intern(ref.tag))
+            )
+
+    def spec_image(self, value: object) -> None:
+        if not isinstance(value, str):
+            if value is not None:
+                self.malformed.append(repr(value))
+            return
+        try:
+            self.add(parse_reference(value))
+        except InvalidReference:
+            self.malformed.append(value)
+
+    def status_image_id(self, value: object) -> None:
+        if not isinstance(value, str):
+            if value is not None:
+                self.malformed.append(repr(value))
+            return
+        try:
+            ref = parse_image_id(value)
+        except InvalidReference:
+            self.malformed.append(value)
+            return
+        if ref is not None:
+            self.add(ref)
+
+    def pod_spec(self, spec: object) -> None:
+        if not isinstance(spec, Mapping):
+            return
+        for field in _CONTAINER_FIELDS:
+            for container in _mappings(spec.get(field)):
+                self.spec_image(container.get("image"))
+
+    def result(self) -> Extraction:
+        if not self.digests and not self.tags:
+            refs = NO_REFERENCES
+        else:
+            refs = References(frozenset(self.digests), frozenset(self.tags))
+        return Extraction(refs, tuple(self.malformed))
+
+
+def _mappings(value: object) -> Iterator[Mapping[str, Any]]:
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, Mapping):
+                yield item
+
+
+def _dig(obj: object, *path: str) -> object:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def extract_pod(pod: Mapping[str, Any]) -> Extraction:
+    """References a pod holds: every container's spec image and every status imageID.
+
+    Init, regular and ephemeral containers count. A bare `sha256:` config id carries no
+    repository digest and is ignored; a malformed string is skipped and reported.
+    """
+    collector = _Collector()
+    collector.pod_spec(pod.get("spec"))
+    status = pod.get("status")
+    if isinstance(status, Mapping):
+        for field in _STATUS_FIELDS:
+            for container_status in _mappings(status.get(field)):
+                collector.status_image_id(container_status.get("imageID"))
+    return collector.result()
+
+
+def extract_pod_template(obj: Mapping[str, Any], *template_path: str) -> Extraction:
+    """References held by the pod template at `template_path` (e.g. spec, template, spec)."""
+    collector = _Collector()
+    collector.pod_spec(_dig(obj, *template_path))
+    return collector.result()
+
+
+# ---------------------------------------------------------------------------------------------
+# The index
+
+
+class InUseIndex:
+    """References of every watched object, with reference counts for O(1) queries."""
+
+    def __init__(self) -> None:
+        self._objects: dict[SourceKey, dict[str, References]] = {}
+        self._synced: set[SourceKey] = set()
+        self._digests: Counter[Digest] = Counter()
+        self._tags: Counter[TagRef] = Counter()
+        self._generation = 0
+
+    # -- sources ------------------------------------------------------------------------------
+
+    def register(self, source: SourceKey) -> None:
+        """Declare a source; it is not synced until its first complete LIST replaces it."""
+        self._objects.setdefault(source, {})
+
+    @property
+    def sources(self) -> tuple[SourceKey, ...]:
+        return tuple(self._objects)
+
+    def is_synced(self, source: SourceKey) -> bool:
+        return source in self._synced
+
+    def unsynced(self) -> tuple[SourceKey, ...]:
+        """Registered sources that have not completed a first LIST."""
+        return tuple(s for s in self._objects if s not in self._synced)
+
+    def object_count(self, *, kind: str | None = None) -> int:
+        return sum(len(objs) for src, objs in self._objects.items() if kind in (None, src.kind))
+
+    @property
+    def generation(self) -> int:
+        """Bumped whenever the set of digests or tags in use may have changed."""
+        return self._generation
+
+    # -- updates ------------------------------------------------------------------------------
+
+    def upsert(self, source: SourceKey, uid: str, refs: References) -> bool:
+        """Record an object's references; returns whether anything in use changed."""
+        objects = self._objects.setdefault(source, {})
+        old = objects.get(uid)
+        if old == refs:
+            return False
+        objects[uid] = refs
+        if old is not None:
+            self._release(old)
+        self._acquire(refs)
+        self._generation += 1
+        return True
+
+    def delete(self, source: SourceKey, uid: str) -> bool:
+        """Forget an object; returns whether it was known."""
+        old = self._objects.get(source, {}).pop(uid, None)
+        if old is None:
+            return False
+        self._release(old)
+        self._generation += 1
+        return True
+
+    def replace(self, source: SourceKey, objects: Mapping[str, References]) -> None:
+        """Swap a source's whole content for a fresh LIST, atomically, and mark it synced.
+
+        Objects absent from the LIST disappear (deleted while disconnected). The new
+        references are counted before the old ones are released, so no query ever sees a
+        partly empty index, not even between two statements.
+        """
+        new = dict(objects)
+        for refs in new.values():
+            self._acquire(refs)
+        old = self._objects.get(source, {})
+        for refs in old.values():
+            self._release(refs)
+        self._objects[source] = new
+        self._synced.add(source)
+        self._generation += 1
+
+    def mark_unsynced(self, source: SourceKey) -> None:
+        """A source lost its view and must LIST again before it can be trusted."""
+        self._synced.discard(source)
+
+    def _acquire(self, refs: References) -> None:
+        self._digests.update(refs.digests)
+        self._tags.update(refs.tags)
+
+    def _release(self, refs: References) -> None:
+        _decrement(self._digests, refs.digests)
+        _decrement(self._tags, refs.tags)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def digest_in_use(self, digest: Digest) -> bool:
+        return digest in self._digests
+
+    def tag_in_use(self, repository: RepositoryId, tag: str) -> bool:
+        return TagRef(repository, tag) in self._tags
+
+    def digests_in_use(self) -> int:
+        return len(self._digests)
+
+    def snapshot(self) -> InUseSnapshot:
+        """An immutable copy for one planning pass."""
+        return InUseSnapshot(frozenset(self._digests), frozenset(self._tags))
+
+
+_K = TypeVar("_K")
+
+
+def _decrement(counter: Counter[_K], keys: Iterable[_K]) -> None:
+    for key in keys:
+        remaining = counter[key] - 1
+        if remaining > 0:
+            counter[key] = remaining
+        else:
+            del counter[key]
+
+
+@dataclass(frozen=True, slots=True)
+class InUseSnapshot:
+    """The in-use set frozen at one moment; satisfies `InUse`."""
+
+    digests: frozenset[Digest] = frozenset()
+    tags: frozenset[TagRef] = frozenset()
+
+    def digest_in_use(self, digest: Digest) -> bool:
+        return digest in self.digests
+
+    def tag_in_use(self, repository: RepositoryId, tag: str) -> bool:
+        return TagRef(repository, tag) in self.tags
+
+
+def refusal(index: InUseIndex, *, allow_empty: bool, pod_kind: str = "pods") -> str | None:
+    """Why the view cannot be trusted for deleting right now, or None.
+
+    Untrusted: a registered source has not completed its first LIST (or lost its view), or
+    no pod at all is in scope, which far more often means a wrong namespace or context
+    than an empty cluster, unless the user said that is expected.
+    """
+    unsynced = index.unsynced()
+    if unsynced:
+        return "not synced: " + ", ".join(str(s) for s in unsynced)
+    if not allow_empty and index.object_count(kind=pod_kind) == 0:
+        return "no pods in scope (pass --allow-empty if that is expected)"
+    return None

@@ -1,0 +1,76 @@
+"""The cycle report as people and programs read it: an aligned table, or one JSON document."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import orjson
+
+from controller.pruning import CycleReport
+
+
+def to_json(report: CycleReport) -> str:
+    """The whole report; dataclasses and datetimes serialise as they are (ISO 8601 in UTC)."""
+    document = orjson.loads(orjson.dumps(report))
+    document["ok"] = report.ok
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def to_table(report: CycleReport) -> str:
+    verb = "WOULD-DELETE" if report.dry_run else "DELETED"
+    lines = [
+        f"cycle at {report.started_at.isoformat()}"
+        + (" (dry-run: nothing was deleted)" if report.dry_run else ""),
+    ]
+    if report.refused:
+        lines.append(f"REFUSED: {report.refused}")
+    header = ("REPOSITORY", "BEFORE", "AFTER", verb, "PROTECTED", "FAILED", "RECLAIMED", "STATUS")
+    rows = [header]
+    for repo in report.repositories:
+        status = "ok" if repo.ok else f"{len(repo.errors) + len(repo.failed)} problem(s)"
+        rows.append(
+            (
+                repo.name,
+                str(repo.images_before),
+                str(repo.images_after),
+                str(len(repo.deleted)),
+                str(sum(repo.protected.values())),
+                str(len(repo.failed)),
+                human_bytes(repo.bytes_reclaimed),
+                status,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:-1], widths[1:-1], strict=True)
+        ]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    for repo in report.repositories:
+        if repo.protected:
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(repo.protected.items()))
+            lines.append(f"{repo.name}: protected: {reasons}")
+        for error in repo.errors:
+            lines.append(f"{repo.name}: error: {error}")
+        for failure in repo.failed:
+            lines.append(f"{repo.name}: failed {failure.digest}: {failure.code} {failure.message}")
+    for error in report.errors:
+        lines.append(f"error: {error}")
+    total = sum(r.bytes_reclaimed for r in report.repositories)
+    lines.append(
+        f"total: {report.deleted} image(s) {'would be ' if report.dry_run else ''}deleted, "
+        f"{human_bytes(total)} {'reclaimable' if report.dry_run else 'reclaimed'}"
+    )
+    return "\n".join(lines)
+
+
+def render(report: CycleReport, output: Literal["table", "json"]) -> str:
+    return to_json(report) if output == "json" else to_table(report)

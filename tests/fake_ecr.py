@@ -1,0 +1,83 @@
+"""An in-memory `EcrPort` for the pruner's unit tests: real ECR rules, no HTTP."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+
+import anyio
+
+from controller.ecr import DeleteOutcome, EcrError, Failure, Listing, Repository
+from controller.images import Digest, EcrRegistry
+from controller.inventory import RepositoryId
+from controller.policy import Image
+
+REGISTRY = EcrRegistry("123456789012", "us-east-1")
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
+
+
+class FakeEcr:
+    def __init__(self) -> None:
+        self.repos: dict[str, dict[Digest, Image]] = {}
+        self.calls: Counter[str] = Counter()
+        self.batches: list[tuple[str, tuple[Digest, ...]]] = []
+        self.failing: dict[str, EcrError] = {}
+        self.delete_failures: dict[Digest, str] = {}
+        self.before_delete: Callable[[str, Sequence[Digest]], Awaitable[None]] | None = None
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def add(self, repo: str, *images: Image) -> None:
+        store = self.repos.setdefault(repo, {})
+        for image in images:
+            media = INDEX_TYPE if image.children else image.media_type
+            store[image.digest] = replace(image, media_type=media)
+
+    def repo_id(self, name: str) -> RepositoryId:
+        return RepositoryId(REGISTRY, name)
+
+    async def repositories(self, names: Sequence[str] | None) -> Listing:
+        self.calls["DescribeRepositories"] += 1
+        wanted = list(self.repos) if names is None else list(names)
+        found = tuple(Repository(self.repo_id(n)) for n in wanted if n in self.repos)
+        return Listing(found, tuple(n for n in wanted if n not in self.repos))
+
+    async def images(self, repository: Repository) -> list[Image]:
+        self.calls["DescribeImages"] += 1
+        if repository.name in self.failing:
+            raise self.failing[repository.name]
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        await anyio.sleep(0.01)
+        self.in_flight -= 1
+        # the port does not fill in children: the pruner asks index_children for them
+        return [replace(i, children=()) for i in self.repos[repository.name].values()]
+
+    async def index_children(
+        self, repository: Repository, digests: Sequence[Digest]
+    ) -> dict[Digest, tuple[Digest, ...]]:
+        self.calls["BatchGetImage"] += 1
+        store = self.repos[repository.name]
+        return {d: store[d].children for d in digests}
+
+    async def delete(self, repository: Repository, digests: Sequence[Digest]) -> DeleteOutcome:
+        assert 1 <= len(digests) <= 100, len(digests)
+        if self.before_delete is not None:
+            await self.before_delete(repository.name, digests)
+        self.calls["BatchDeleteImage"] += 1
+        self.batches.append((repository.name, tuple(digests)))
+        store = self.repos[repository.name]
+        deleted, gone, failed = [], [], []
+        for digest in digests:
+            if digest in self.delete_failures:
+                failed.append(Failure(digest, self.delete_failures[digest], "injected"))
+            elif digest not in store:
+                gone.append(digest)
+            elif any(digest in i.children for i in store.values()):
+                failed.append(Failure(digest, "ImageReferencedByManifestList", "in an index"))
+            else:
+                deleted.append(digest)
+        for digest in deleted:
+            del store[digest]
+        return DeleteOutcome(tuple(deleted), tuple(gone), tuple(failed))

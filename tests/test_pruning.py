@@ -1,0 +1,240 @@
+"""The pruner against the in-memory ECR: concurrency, isolation, re-checks, the gate, dry-run."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from controller.ecr import EcrError
+from controller.images import Digest
+from controller.inventory import InUseIndex, References, SourceKey
+from controller.policy import Image, Rules
+from controller.pruning import CycleReport, PruneOptions, Pruner
+from controller.settings import RepositorySelection
+from tests.fake_ecr import FakeEcr
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+PODS = SourceKey("test", "pods")
+
+
+def dg(repo: int, n: int) -> Digest:
+    return Digest(f"sha256:{repo:08x}{n:056x}")
+
+
+def images(repo: int, count: int, *, tagged: dict[int, str] | None = None) -> list[Image]:
+    tagged = tagged or {}
+    return [
+        Image(
+            digest=dg(repo, n),
+            pushed_at=NOW - timedelta(hours=n),
+            tags=(tagged[n],) if n in tagged else (f"build-{n}",),
+            size_bytes=100,
+        )
+        for n in range(count)
+    ]
+
+
+def pruner(
+    ecr: FakeEcr,
+    index: InUseIndex,
+    *,
+    repos: Sequence[str] = ("*",),
+    dry_run: bool = False,
+    concurrency: int = 4,
+    rules: Rules | None = None,
+) -> Pruner:
+    return Pruner(
+        ecr,
+        index,
+        PruneOptions(
+            selection=RepositorySelection(tuple(repos)),
+            rules_for=lambda _name: rules or Rules(max_images=10),
+            dry_run=dry_run,
+            concurrency=concurrency,
+        ),
+    )
+
+
+async def cycle(p: Pruner, gate: object = None) -> CycleReport:
+    return await p.run_cycle(now=NOW, gate=(gate or (lambda: None)), clock=lambda: NOW)  # type: ignore[arg-type]
+
+
+async def test_prunes_every_repository_concurrently_to_its_target() -> None:
+    ecr = FakeEcr()
+    for r, count in enumerate((250, 30, 5)):
+        ecr.add(f"repo-{r}", *images(r, count))
+    index = InUseIndex()
+    index.upsert(PODS, "p", References(frozenset({dg(0, 249)})))  # the oldest image of repo-0
+    report = await cycle(pruner(ecr, index, concurrency=2))
+    assert report.ok
+    by_name = {r.name: r for r in report.repositories}
+    assert [len(by_name[f"repo-{r}"].deleted) for r in range(3)] == [240, 20, 0]
+    assert by_name["repo-0"].images_after == 10
+    assert by_name["repo-0"].protected == {"in-use": 1}
+    assert dg(0, 249) in ecr.repos["repo-0"]
+    assert len(ecr.repos["repo-0"]) == 10
+    assert by_name["repo-0"].bytes_reclaimed == 240 * 100
+    # no cap of 100 per cycle, but at most 100 ids per call: ⌈240/100⌉ + ⌈20/100⌉ calls
+    assert ecr.calls["BatchDeleteImage"] == 3 + 1
+    assert all(len(batch) <= 100 for _, batch in ecr.batches)
+    assert ecr.max_in_flight == 2
+
+
+async def test_one_repository_failing_does_not_stop_the_others() -> None:
+    ecr = FakeEcr()
+    ecr.add("bad", *images(1, 20))
+    ecr.add("good", *images(2, 20))
+    ecr.failing["bad"] = EcrError("DescribeImages", "AccessDeniedException", "no")
+    report = await cycle(pruner(ecr, InUseIndex()))
+    assert not report.ok
+    bad, good = report.repositories
+    assert bad.errors == ["DescribeImages: AccessDeniedException: no"]
+    assert len(good.deleted) == 10
+    assert len(ecr.repos["bad"]) == 20
+
+
+async def test_missing_repository_is_reported() -> None:
+    ecr = FakeEcr()
+    ecr.add("there", *images(1, 3))
+    report = await cycle(pruner(ecr, InUseIndex(), repos=("there", "not-there")))
+    assert report.errors == ["repositories not found: not-there"]
+    assert [r.name for r in report.repositories] == ["there"]
+
+
+async def test_unselected_repositories_are_untouched() -> None:
+    ecr = FakeEcr()
+    ecr.add("team-a", *images(1, 20))
+    ecr.add("other", *images(2, 20))
+    report = await cycle(pruner(ecr, InUseIndex(), repos=("team-*",)))
+    assert [r.name for r in report.repositories] == ["team-a"]
+    assert len(ecr.repos["other"]) == 20
+
+
+async def test_refused_cycle_deletes_nothing() -> None:
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 20))
+    report = await cycle(pruner(ecr, InUseIndex()), gate=lambda: "not synced: test/pods")
+    assert report.refused == "not synced: test/pods"
+    assert not report.ok
+    assert ecr.calls == {}
+
+
+async def test_a_pod_appearing_mid_cycle_protects_its_image_from_later_batches() -> None:
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 310))
+    index = InUseIndex()
+    victim = dg(1, 10)  # deleted in the last batch: the oldest go first
+
+    async def pod_starts(repo: str, batch: Sequence[Digest]) -> None:
+        if len(ecr.batches) == 0:
+            index.upsert(PODS, "new-pod", References(frozenset({victim})))
+
+    ecr.before_delete = pod_starts
+    report = await cycle(pruner(ecr, index))
+    (repo,) = report.repositories
+    assert victim in ecr.repos["app"]
+    assert repo.vetoed == 1
+    assert len(repo.deleted) == 299
+    assert all(victim not in batch for _, batch in ecr.batches)
+
+
+async def test_a_tag_coming_into_use_mid_cycle_protects_too() -> None:
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 210, tagged={15: "hotfix"}))
+    index = InUseIndex()
+
+    async def pod_starts(repo: str, batch: Sequence[Digest]) -> None:
+        from tests.test_inventory import tag  # a tag ref for this registry and repository
+
+        index.upsert(PODS, "p", References(tags=frozenset({tag("app", "hotfix")})))
+
+    ecr.before_delete = pod_starts
+    await cycle(pruner(ecr, index))
+    assert dg(1, 15) in ecr.repos["app"]
+
+
+async def test_the_gate_stops_deletions_between_batches() -> None:
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 310))
+    calls = 0
+
+    def gate() -> str | None:
+        nonlocal calls
+        calls += 1
+        return None if calls <= 2 else "leadership lost"  # cycle start + first batch pass
+
+    report = await cycle(pruner(ecr, InUseIndex()), gate=gate)
+    (repo,) = report.repositories
+    assert len(repo.deleted) == 100
+    assert repo.held_back == 200
+    assert repo.errors == ["stopped before deleting 200 image(s): leadership lost"]
+    assert len(ecr.repos["app"]) == 210
+
+
+async def test_index_deleted_before_its_children_and_failures_reported() -> None:
+    ecr = FakeEcr()
+    kids = [Image(dg(1, 100 + k), NOW - timedelta(days=30), (), 10) for k in range(2)]
+    index_image = Image(
+        dg(1, 99), NOW - timedelta(days=30), ("old",), 5, children=tuple(k.digest for k in kids)
+    )
+    ecr.add("app", *images(1, 3), index_image, *kids)
+    ecr.add("kms", *images(2, 3))
+    ecr.delete_failures[dg(2, 2)] = "KmsError"
+    report = await cycle(pruner(ecr, InUseIndex(), rules=Rules(max_images=2)))
+    app, kms = report.repositories
+    assert app.ok
+    assert ecr.batches[0] == ("app", (dg(1, 99), dg(1, 2)))
+    assert set(ecr.batches[1][1]) == {k.digest for k in kids}
+    assert app.images_after == 2
+    assert [f.code for f in kms.failed] == ["KmsError"]
+    assert dg(2, 2) in ecr.repos["kms"]
+    assert kms.images_after == 3
+    assert not kms.ok
+
+
+async def test_already_gone_counts_as_done() -> None:
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 12))
+
+    async def racer(repo: str, batch: Sequence[Digest]) -> None:
+        del ecr.repos["app"][batch[0]]  # another cleaner got there first
+
+    ecr.before_delete = racer
+    report = await cycle(pruner(ecr, InUseIndex()))
+    (repo,) = report.repositories
+    assert repo.already_gone == 1
+    assert len(repo.deleted) == 1
+    assert repo.ok
+    assert repo.images_after == 10
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.integers(0, 260), min_size=1, max_size=3),
+    st.sets(st.integers(0, 260), max_size=20),
+    st.integers(1, 50),
+)
+async def test_property_dry_run_reports_exactly_what_a_real_run_deletes(
+    sizes: list[int], in_use: set[int], max_images: int
+) -> None:
+    ecr = FakeEcr()
+    for r, count in enumerate(sizes):
+        ecr.add(f"repo-{r}", *images(r, count))
+    twin = copy.deepcopy(ecr)
+    index = InUseIndex()
+    index.upsert(
+        PODS, "p", References(frozenset(dg(r, n) for r in range(len(sizes)) for n in in_use))
+    )
+    rules = Rules(max_images=max_images)
+    dry = await cycle(pruner(ecr, index, dry_run=True, rules=rules))
+    real = await cycle(pruner(twin, index, dry_run=False, rules=rules))
+    assert ecr.calls["BatchDeleteImage"] == 0
+    assert [r.deleted for r in dry.repositories] == [r.deleted for r in real.repositories]
+    assert [r.images_after for r in dry.repositories] == [r.images_after for r in real.repositories]
+    for r, repo in enumerate(real.repositories):
+        assert len(twin.repos[repo.name]) == repo.images_after
+        assert all(dg(r, n) in twin.repos[repo.name] for n in in_use if n < sizes[r])
