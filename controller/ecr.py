@@ -121,11 +121,10 @@ class EcrPort(Protocol):
 
 @dataclass
 class CallStats:
-    """ECR calls made (one per API call, not per HTTP attempt) and throttled attempts."""
+    """ECR calls made (one per API call, not per HTTP attempt) and throttled attempts, per operation."""
 
     calls: Counter[str] = field(default_factory=Counter)
     throttles: Counter[str] = field(default_factory=Counter)
-    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 _T = TypeVar("_T")
@@ -166,12 +165,11 @@ class AioEcr:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", "Unknown"))
-            self.stats.errors[(operation, code)] += 1
             raise EcrError(operation, code, str(error.get("Message", exc))) from exc
         except BotoCoreError as exc:  # includes response parser errors on malformed answers
-            code = type(exc).__name__
-            self.stats.errors[(operation, code)] += 1
-            raise EcrError(operation, code, str(exc)) from exc
+            raise EcrError(operation, type(exc).__name__, str(exc)) from exc
+        except (ValueError, TypeError, KeyError) as exc:  # botocore's parser on a broken answer
+            raise MalformedResponse(operation, f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(result, dict):
             raise MalformedResponse(operation, f"answer is {type(result).__name__}, not an object")
         return result
@@ -189,7 +187,9 @@ class AioEcr:
                     **self._registry(),
                     **({"nextToken": token} if token else {}),
                 )
-                found.extend(self._repository(r) for r in _list(page, "repositories"))
+                found.extend(
+                    self._repository(r) for r in _list(page, "repositories", "DescribeRepositories")
+                )
                 token = page.get("nextToken")
                 if not token:
                     return Listing(tuple(found))
@@ -211,7 +211,9 @@ class AioEcr:
                     found.extend(single.repositories)
                     missing.extend(single.missing)
                 continue
-            found.extend(self._repository(r) for r in _list(page, "repositories"))
+            found.extend(
+                self._repository(r) for r in _list(page, "repositories", "DescribeRepositories")
+            )
         return Listing(tuple(found), tuple(missing))
 
     def _repository(self, raw: object) -> Repository:
@@ -240,7 +242,7 @@ class AioEcr:
                 maxResults=DESCRIBE_PAGE,
                 **({"nextToken": token} if token else {}),
             )
-            images.extend(_image(raw) for raw in _list(page, "imageDetails"))
+            images.extend(_image(raw) for raw in _list(page, "imageDetails", "DescribeImages"))
             token = page.get("nextToken")
             if not token:
                 return images
@@ -257,10 +259,10 @@ class AioEcr:
                 imageIds=[{"imageDigest": d} for d in chunk],
                 acceptedMediaTypes=list(MANIFEST_MEDIA_TYPES),
             )
-            for raw in _list(page, "images"):
+            for raw in _list(page, "images", "BatchGetImage"):
                 digest, kids = _index_manifest(raw)
                 children[digest] = kids
-            failures = _list(page, "failures")
+            failures = _list(page, "failures", "BatchGetImage")
             if failures:
                 raise EcrError(
                     "BatchGetImage",
@@ -285,7 +287,7 @@ class AioEcr:
         )
         failed: list[Failure] = []
         gone: list[Digest] = []
-        for raw in _list(page, "failures"):
+        for raw in _list(page, "failures", "BatchDeleteImage"):
             if not isinstance(raw, Mapping):
                 raise MalformedResponse("BatchDeleteImage", "failure entry is not an object")
             image_id = raw.get("imageId") or {}
@@ -311,10 +313,10 @@ def _snake(operation: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in operation).lstrip("_")
 
 
-def _list(page: Mapping[str, Any], key: str) -> list[Any]:
+def _list(page: Mapping[str, Any], key: str, operation: str) -> list[Any]:
     value = page.get(key, [])
     if not isinstance(value, list):
-        raise MalformedResponse(key, f"`{key}` is {type(value).__name__}, not a list")
+        raise MalformedResponse(operation, f"`{key}` is {type(value).__name__}, not a list")
     return value
 
 

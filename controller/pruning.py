@@ -65,6 +65,8 @@ class RepositoryReport:
     # would be deleted but for the cap or a stopped cycle
     bytes_reclaimed: int = 0
     errors: list[str] = field(default_factory=list)
+    error_codes: list[tuple[str, str]] = field(default_factory=list)
+    # (operation, code) of each error, for the errors metric
     bytes_total: int = 0
     # bytes in the repository before the cycle
 
@@ -160,6 +162,7 @@ class Pruner:
                 await self._prune(repository, report, now, gate)
             except EcrError as exc:
                 report.errors.append(str(exc))
+                report.error_codes.append((exc.operation, exc.code))
                 log.error(
                     "repository %s failed: %s",
                     repository.name,
@@ -172,6 +175,7 @@ class Pruner:
                 )
             except Exception as exc:  # one repository must never take the cycle down
                 report.errors.append(f"{type(exc).__name__}: {exc}")
+                report.error_codes.append(("prune", type(exc).__name__))
                 log.exception(
                     "repository %s failed", repository.name, extra={"repository": repository.name}
                 )

@@ -1,0 +1,148 @@
+"""moto's ECR server on 127.0.0.1 and seeding helpers: an independent implementation of the ECR wire protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import boto3
+from moto.ecr.models import ecr_backends
+from moto.server import ThreadedMotoServer
+
+ACCOUNT = "123456789012"  # moto's default account
+REGION = "us-east-1"
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """Start moto's threaded server on an ephemeral port; yields its endpoint URL."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        # moto's state is process-wide: start every server empty
+        urllib.request.urlopen(
+            urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+        ).close()
+        yield url
+    finally:
+        server.stop()
+
+
+def image_manifest(seed: str, size: int = 1000) -> str:
+    """A Docker v2 manifest whose digest (in moto: from its layers) is unique to `seed`."""
+    layer = "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+    config = "sha256:" + hashlib.sha256(("config" + seed).encode()).hexdigest()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": 10,
+                "digest": config,
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "size": size,
+                    "digest": layer,
+                }
+            ],
+        }
+    )
+
+
+def index_manifest(children: Sequence[str]) -> str:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": c,
+                    "size": 500,
+                    "platform": {"architecture": arch, "os": "linux"},
+                }
+                for c, arch in zip(children, ["amd64", "arm64", "s390x", "ppc64le"], strict=False)
+            ],
+        }
+    )
+
+
+class MotoEcr:
+    """Seeds moto through its own API (boto3), and sets what the API cannot (push dates)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.client: Any = boto3.client(
+            "ecr",
+            endpoint_url=endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def create(self, name: str) -> None:
+        self.client.create_repository(repositoryName=name)
+
+    def push(self, repo: str, seed: str, *tags: str, pushed_at: datetime | None = None) -> str:
+        manifest = image_manifest(seed)
+        digest = ""
+        for tag in tags or ("",):
+            kwargs = {"imageTag": tag} if tag else {}
+            digest = self.client.put_image(repositoryName=repo, imageManifest=manifest, **kwargs)[
+                "image"
+            ]["imageId"]["imageDigest"]
+        if pushed_at is not None:
+            self.set_pushed_at(repo, digest, pushed_at)
+        return str(digest)
+
+    def push_index(
+        self, repo: str, children: Sequence[str], *tags: str, pushed_at: datetime | None = None
+    ) -> str:
+        manifest = index_manifest(children)
+        digest = "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
+        for tag in tags or ("",):
+            kwargs = {"imageTag": tag} if tag else {}
+            self.client.put_image(
+                repositoryName=repo,
+                imageManifest=manifest,
+                imageManifestMediaType="application/vnd.oci.image.index.v1+json",
+                imageDigest=digest,
+                **kwargs,
+            )
+        if pushed_at is not None:
+            self.set_pushed_at(repo, digest, pushed_at)
+        return digest
+
+    @staticmethod
+    def set_pushed_at(repo: str, digest: str, when: datetime) -> None:
+        for image in ecr_backends[ACCOUNT][REGION].repositories[repo].images:
+            if image.get_image_digest() == digest:
+                image.image_pushed_at = int(when.timestamp())
+
+    def digests(self, repo: str) -> set[str]:
+        pages = self.client.get_paginator("describe_images").paginate(repositoryName=repo)
+        return {d["imageDigest"] for page in pages for d in page["imageDetails"]}
+
+    def tags(self, repo: str) -> dict[str, tuple[str, ...]]:
+        pages = self.client.get_paginator("describe_images").paginate(repositoryName=repo)
+        return {
+            d["imageDigest"]: tuple(sorted(d.get("imageTags", [])))
+            for page in pages
+            for d in page["imageDetails"]
+        }
