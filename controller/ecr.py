@@ -17,7 +17,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -117,6 +117,17 @@ class EcrPort(Protocol):
     async def delete(self, repository: Repository, digests: Sequence[Digest]) -> DeleteOutcome:
         """Delete at most 100 images by digest (with all their tags)."""
         ...
+
+
+async def with_children_of(
+    ecr: EcrPort, repository: Repository, images: Sequence[Image]
+) -> list[Image]:
+    """The images with each index's children filled in (one BatchGetImage per 100 indexes)."""
+    indexes = [i.digest for i in images if i.media_type in INDEX_MEDIA_TYPES]
+    if not indexes:
+        return list(images)
+    children = await ecr.index_children(repository, indexes)
+    return [replace(i, children=children[i.digest]) if i.digest in children else i for i in images]
 
 
 @dataclass

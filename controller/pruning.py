@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import anyio
 
-from controller.ecr import ID_BATCH, INDEX_MEDIA_TYPES, EcrError, EcrPort, Repository, chunks
+from controller.ecr import ID_BATCH, EcrError, EcrPort, Repository, chunks, with_children_of
 from controller.images import Digest
 from controller.inventory import InUse
-from controller.policy import PROTECTING, Decision, Image, Plan, Rules, plan
+from controller.policy import PROTECTING, Decision, Plan, Rules, plan
 from controller.settings import RepositorySelection
 
 log = logging.getLogger(__name__)
@@ -184,11 +184,7 @@ class Pruner:
     async def _prune(
         self, repository: Repository, report: RepositoryReport, now: datetime, gate: Gate
     ) -> None:
-        images = await self._ecr.images(repository)
-        indexes = [i.digest for i in images if i.media_type in INDEX_MEDIA_TYPES]
-        if indexes:
-            children = await self._ecr.index_children(repository, indexes)
-            images = with_children(images, children)
+        images = await with_children_of(self._ecr, repository, await self._ecr.images(repository))
         rules = self._options.rules_for(repository.name)
         the_plan = plan(images, repository=repository.id, in_use=self._in_use, rules=rules, now=now)
         report.images_before = report.images_after = len(the_plan.decisions)
@@ -350,9 +346,3 @@ def _log_repository(report: RepositoryReport, *, dry_run: bool) -> None:
             "dry_run": dry_run,
         },
     )
-
-
-def with_children(
-    images: Sequence[Image], children: Mapping[Digest, tuple[Digest, ...]]
-) -> list[Image]:
-    return [replace(i, children=children[i.digest]) if i.digest in children else i for i in images]

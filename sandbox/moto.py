@@ -42,9 +42,15 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
-def image_manifest(seed: str, size: int = 1000) -> str:
-    """A Docker v2 manifest whose digest (in moto: from its layers) is unique to `seed`."""
-    layer = "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+def image_manifest(seed: str, size: int | None = None) -> str:
+    """A Docker v2 manifest whose digest (in moto: from its layers) is unique to `seed`.
+
+    moto reports `config.size` as the image size, so the config carries the image's size
+    (by default a stable pseudo-random 40-400 MB).
+    """
+    hashed = hashlib.sha256(seed.encode()).hexdigest()
+    size = size if size is not None else 40_000_000 + int(hashed[:8], 16) % 360_000_000
+    layer = "sha256:" + hashed
     config = "sha256:" + hashlib.sha256(("config" + seed).encode()).hexdigest()
     return json.dumps(
         {
@@ -52,7 +58,7 @@ def image_manifest(seed: str, size: int = 1000) -> str:
             "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
             "config": {
                 "mediaType": "application/vnd.docker.container.image.v1+json",
-                "size": 10,
+                "size": size,
                 "digest": config,
             },
             "layers": [

@@ -1,0 +1,516 @@
+"""The validated configuration: the Settings value, its parsers, and the --config file schema."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from fnmatch import fnmatchcase
+from typing import Literal
+
+from controller.policy import Rules
+
+DEFAULT_INTERVAL = timedelta(minutes=30)
+DEFAULT_INTERVAL_JITTER = 0.1
+DEFAULT_CONCURRENCY = 8
+DEFAULT_MAX_STALENESS = timedelta(minutes=5)
+DEFAULT_LEASE_NAME = "kube-ecr-cleanup-controller"
+DEFAULT_METRICS_ADDRESS = ":8080"
+# Kinds whose pod templates protect their images even when no pod runs (scaled to zero, between
+# runs of a CronJob, mid-rollout). ControllerRevisions (StatefulSet/DaemonSet rollback history)
+# are supported but off by default.
+WORKLOAD_KINDS = (
+    "deployments",
+    "replicasets",
+    "statefulsets",
+    "daemonsets",
+    "jobs",
+    "cronjobs",
+    "controllerrevisions",
+)
+DEFAULT_PROTECT_WORKLOADS = frozenset(WORKLOAD_KINDS) - {"controllerrevisions"}
+
+_GLOB_CHARS = frozenset("*?[")
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?", re.ASCII)
+_DNS_SUBDOMAIN = re.compile(
+    r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*", re.ASCII
+)
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_DURATION = re.compile(r"(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ms|s|m|h|d|w))+", re.ASCII)
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d|w)", re.ASCII)
+_MICROSECONDS = {
+    "ms": 1_000,
+    "s": 1_000_000,
+    "m": 60_000_000,
+    "h": 3_600_000_000,
+    "d": 86_400_000_000,
+    "w": 604_800_000_000,
+}
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+class ConfigError(ValueError):
+    """Invalid configuration: `field` names the flag, env var or config path; str() is one line."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field.replace("\r", "\\r").replace("\n", "\\n")
+        self.reason = " ".join(reason.split())
+        super().__init__(f"{self.field}: {self.reason}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalar parsers. Each takes the text as given and the field to blame in the error.
+
+
+def parse_duration(text: str, *, field: str = "duration") -> timedelta:
+    """A positive Go-style duration (`90s`, `5m`, `1h30m`, `1.5h`, `250ms`) plus `d` and `w`."""
+    value = text.strip()
+    expected = "expected a positive duration such as 90s, 5m, 1h30m, 7d or 2w"
+    if not _DURATION.fullmatch(value):
+        raise ConfigError(field, f"{expected}, got {text!r}")
+    total = Decimal(0)
+    for number, unit in _DURATION_PART.findall(value):
+        total += Decimal(number) * _MICROSECONDS[unit]
+    try:
+        duration = timedelta(microseconds=int(total.to_integral_value()))
+    except (OverflowError, InvalidOperation):
+        raise ConfigError(field, f"duration {text!r} is too large") from None
+    if duration <= timedelta(0):
+        raise ConfigError(field, f"{expected}, got {text!r}: a zero duration is not allowed")
+    return duration
+
+
+def format_duration(duration: timedelta) -> str:
+    """The shortest `parse_duration` spelling of `duration`, e.g. `7d`, `1h30m`, `1.5s`."""
+    if duration < timedelta(0):
+        return "-" + format_duration(-duration)
+    micros = duration // timedelta(microseconds=1)
+    days, micros = divmod(micros, _MICROSECONDS["d"])
+    hours, micros = divmod(micros, _MICROSECONDS["h"])
+    minutes, micros = divmod(micros, _MICROSECONDS["m"])
+    seconds, micros = divmod(micros, _MICROSECONDS["s"])
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
+    if micros:
+        parts.append(f"{seconds}.{micros:06d}".rstrip("0") + "s")
+    elif seconds or not parts:
+        parts.append(f"{seconds}s")
+    return "".join(parts)
+
+
+def parse_bool(text: str, *, field: str = "value") -> bool:
+    """Go's strconv.ParseBool: 1, t, T, TRUE, true, True and 0, f, F, FALSE, false, False."""
+    value = text.strip()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(field, f"expected a boolean (true or false), got {text!r}")
+
+
+def parse_positive_int(text: str, *, field: str = "value") -> int:
+    """A decimal integer greater than zero."""
+    value = text.strip()
+    if not _INTEGER.fullmatch(value):
+        raise ConfigError(field, f"expected a positive integer, got {text!r}")
+    number = int(value)
+    if number <= 0:
+        raise ConfigError(
+            field,
+            f"expected a positive integer, got {number}: a zero or negative count is not allowed",
+        )
+    return number
+
+
+def parse_fraction(text: str, *, field: str = "value") -> float:
+    """A number between 0 and 1 inclusive."""
+    try:
+        number = float(text.strip())
+    except ValueError:
+        number = float("nan")
+    if not 0.0 <= number <= 1.0:  # also rejects nan
+        raise ConfigError(field, f"expected a fraction between 0 and 1, got {text!r}")
+    return number
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    """A comma-separated list as the Go controller read it: items trimmed, empty ones dropped."""
+    return tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+
+
+def compile_regex(pattern: str, *, field: str = "regex") -> re.Pattern[str]:
+    """Compile a keep filter (used with `search`, i.e. unanchored, as the Go controller did)."""
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise ConfigError(field, f"invalid regular expression {pattern!r}: {error}") from None
+
+
+def parse_namespaces(text: str, *, field: str = "namespaces") -> tuple[str, ...]:
+    """A comma list of Kubernetes namespace names; empty means every namespace."""
+    names = parse_list(text)
+    for name in names:
+        check_dns_label(name, field=field)
+    return names
+
+
+def check_dns_label(name: str, *, field: str) -> str:
+    """A namespace-style name (RFC 1123 label: lower-case alphanumerics and '-', at most 63)."""
+    if not _DNS_LABEL.fullmatch(name):
+        raise ConfigError(
+            field,
+            f"{name!r} is not a valid namespace name "
+            "(lower-case letters, digits and '-', starting and ending with an alphanumeric, "
+            "at most 63 characters)",
+        )
+    return name
+
+
+def check_dns_subdomain(name: str, *, field: str) -> str:
+    """An object name (RFC 1123 subdomain: dot-separated labels, at most 253 characters)."""
+    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+        raise ConfigError(
+            field,
+            f"{name!r} is not a valid Kubernetes object name "
+            "(lower-case letters, digits, '-' and '.', at most 253 characters)",
+        )
+    return name
+
+
+def parse_workload_kinds(text: str, *, field: str = "workloads") -> frozenset[str]:
+    """Workload kinds whose pod templates protect images: a comma list, or true/all/false/none.
+
+    `true` means the default kinds, `all` every supported kind (adds controllerrevisions),
+    `false`/`none` only running pods. Kinds are case-insensitive and may be singular.
+    """
+    value = text.strip().lower()
+    if value == "true":
+        return DEFAULT_PROTECT_WORKLOADS
+    if value == "all":
+        return frozenset(WORKLOAD_KINDS)
+    if value in ("false", "none"):
+        return frozenset()
+    kinds: set[str] = set()
+    for item in parse_list(value):
+        kind = item if item.endswith("s") else item + "s"
+        if kind not in WORKLOAD_KINDS:
+            allowed = ", ".join(WORKLOAD_KINDS)
+            raise ConfigError(
+                field,
+                f"unknown workload kind {item!r}: expected a comma list of {allowed}, "
+                "or one of true, all, false, none",
+            )
+        kinds.add(kind)
+    if not kinds:
+        raise ConfigError(field, "expected a comma list of workload kinds, or true/all/false/none")
+    return frozenset(kinds)
+
+
+def parse_address(text: str, *, field: str = "address") -> str:
+    """A listen address `host:port` or `:port` (IPv6 hosts in brackets); the port is checked."""
+    value = text.strip()
+    host, colon, port = value.rpartition(":")
+    expected = "expected host:port or :port"
+    if not colon:
+        raise ConfigError(field, f"{expected}, got {text!r}")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ConfigError(field, f"{expected} with a port from 1 to 65535, got {text!r}")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if any(c.isspace() for c in host) or (":" in host and not bracketed):
+        raise ConfigError(field, f"{expected} (IPv6 hosts in brackets), got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The configuration values.
+
+
+def is_glob(pattern: str) -> bool:
+    """Whether `pattern` uses fnmatch wildcards (`*`, `?`, `[...]`) rather than naming one repo."""
+    return not _GLOB_CHARS.isdisjoint(pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class RepositorySelection:
+    """Which ECR repositories are pruned: exact names or fnmatch globs; exclusions win."""
+
+    include: tuple[str, ...]
+    # names or globs from -repos; "*" selects every repository
+    exclude: tuple[str, ...] = ()
+    # names or globs from --exclude-repos, applied after `include`
+
+    def matches(self, name: str) -> bool:
+        """Whether repository `name` is selected (case-sensitive, as ECR names are)."""
+        return any(fnmatchcase(name, p) for p in self.include) and not any(
+            fnmatchcase(name, p) for p in self.exclude
+        )
+
+    @property
+    def exact_names(self) -> tuple[str, ...] | None:
+        """The selected names when `include` has no glob; None means: list all, then filter."""
+        if any(is_glob(p) for p in self.include):
+            return None
+        return tuple(name for name in self.include if self.matches(name))
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryOverride:
+    """Rules for the repositories whose name matches `pattern` (exact name or glob)."""
+
+    pattern: str
+    # exact repository name or fnmatch glob
+    rules: Rules
+    # complete rules: fields the config file leaves out are inherited from the flags
+
+    def matches(self, repository: str) -> bool:
+        return fnmatchcase(repository, self.pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the controller needs to run, validated; built by the CLI from argv and env."""
+
+    repositories: RepositorySelection
+    # which ECR repositories are pruned
+    rules: Rules = field(default_factory=Rules)
+    # retention rules from the flags; apply to every repository without an override
+    overrides: tuple[RepositoryOverride, ...] = ()
+    # per-repository rules from --config, in file order; the first match wins
+    interval: timedelta = DEFAULT_INTERVAL
+    # time between cleanup cycles
+    interval_jitter: float = DEFAULT_INTERVAL_JITTER
+    # each wait is randomised by up to this fraction of `interval` (0..1)
+    region: str | None = None
+    # AWS region; None = the AWS SDK's default chain (AWS_REGION, profile, IMDS)
+    registry_id: str | None = None
+    # ECR registry (AWS account id); None = the credentials' account
+    kubeconfig: str | None = None
+    # kubeconfig path(s), os.pathsep-separated as in KUBECONFIG; None = the client's default
+    kube_contexts: tuple[str, ...] = ()
+    # clusters whose usage protects images; empty = current context, or in-cluster when no
+    # kubeconfig exists
+    in_cluster: bool = False
+    # use the pod's service account instead of any kubeconfig
+    namespaces: tuple[str, ...] = ()
+    # namespaces whose usage protects images; empty = ALL namespaces (the safe default)
+    dry_run: bool = True
+    # log what would be deleted and delete nothing
+    concurrency: int = DEFAULT_CONCURRENCY
+    # at most this many ECR repositories are processed at once
+    once: bool = False
+    # run one cycle, print its report and exit instead of looping
+    output: Literal["table", "json"] = "table"
+    # format of the cycle report written to stdout
+    allow_empty: bool = False
+    # allow deleting when the clusters report no image in use at all
+    max_staleness: timedelta = DEFAULT_MAX_STALENESS
+    # never delete based on an in-use view older than this
+    protect_workloads: frozenset[str] = DEFAULT_PROTECT_WORKLOADS
+    # workload kinds (plural, lower-case) whose pod templates protect images besides pods
+    leader_elect: bool = True
+    # hold a coordination.k8s.io Lease so only one replica deletes
+    lease_name: str = DEFAULT_LEASE_NAME
+    # name of that Lease
+    lease_namespace: str | None = None
+    # namespace of that Lease; None = not running in a pod (the CLI reads the pod's namespace)
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
+    # Prometheus /metrics listen address, host:port or :port
+    log_level: int = logging.INFO
+    # threshold for the controller's own loggers (logging.DEBUG with -v >= 1)
+    log_format: Literal["text", "json"] = "text"
+    # text lines, or one JSON object per line
+
+    def rules_for(self, repository: str) -> Rules:
+        """The rules of the first override matching `repository`, else the flag rules."""
+        for override in self.overrides:
+            if override.matches(repository):
+                return override.rules
+        return self.rules
+
+    def describe(self) -> dict[str, object]:
+        """The effective configuration as JSON-able data, for the start-up log line."""
+        return {
+            "repositories": {
+                "include": list(self.repositories.include),
+                "exclude": list(self.repositories.exclude),
+            },
+            "rules": describe_rules(self.rules),
+            "overrides": [{"name": o.pattern, **describe_rules(o.rules)} for o in self.overrides],
+            "interval": format_duration(self.interval),
+            "interval_jitter": self.interval_jitter,
+            "region": self.region,
+            "registry_id": self.registry_id,
+            "kubeconfig": self.kubeconfig,
+            "kube_contexts": list(self.kube_contexts),
+            "in_cluster": self.in_cluster,
+            "namespaces": list(self.namespaces) or "ALL",
+            "dry_run": self.dry_run,
+            "concurrency": self.concurrency,
+            "once": self.once,
+            "output": self.output,
+            "allow_empty": self.allow_empty,
+            "max_staleness": format_duration(self.max_staleness),
+            "protect_workloads": [k for k in WORKLOAD_KINDS if k in self.protect_workloads],
+            "leader_elect": self.leader_elect,
+            "lease_name": self.lease_name,
+            "lease_namespace": self.lease_namespace,
+            "metrics_address": self.metrics_address,
+            "log_level": logging.getLevelName(self.log_level),
+            "log_format": self.log_format,
+        }
+
+
+def describe_rules(rules: Rules) -> dict[str, object]:
+    """`rules` as JSON-able data: durations as `format_duration` text, regexes as patterns."""
+
+    def duration(value: timedelta | None) -> str | None:
+        return None if value is None else format_duration(value)
+
+    return {
+        "max_images": rules.max_images,
+        "keep_tags": sorted(rules.keep_tags),
+        "keep_filters": [p.pattern for p in rules.keep_filters],
+        "keep_younger_than": duration(rules.keep_younger_than),
+        "keep_pulled_within": duration(rules.keep_pulled_within),
+        "max_deletions_per_cycle": rules.max_deletions_per_cycle,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The --config file: per-repository overrides.
+
+CONFIG_KEYS = (
+    "name",
+    "max-images",
+    "keep-tags",
+    "keep-filters",
+    "keep-younger-than",
+    "keep-pulled-within",
+    "max-deletions-per-cycle",
+)
+
+
+def parse_config(data: object, *, defaults: Rules, source: str) -> tuple[RepositoryOverride, ...]:
+    """Validate a loaded --config document into overrides (file order) inheriting `defaults`.
+
+    Shape: `{"repositories": [{"name": ..., "max-images": ..., ...}, ...]}`; see CONFIG_KEYS.
+    Every error names its path, e.g. `--config x.yaml: repositories[1].max-images`.
+    """
+    where = f"--config {source}"
+    if not isinstance(data, Mapping):
+        got = "an empty document" if data is None else _type_name(data)
+        raise ConfigError(where, f"expected a mapping with a 'repositories' list, got {got}")
+    _check_keys(data, ("repositories",), prefix=f"{where}: ")
+    if "repositories" not in data:
+        raise ConfigError(f"{where}: repositories", "required: a list of per-repository overrides")
+    items = data["repositories"]
+    if not isinstance(items, list):
+        raise ConfigError(
+            f"{where}: repositories",
+            f"expected a list of per-repository overrides, got {_type_name(items)}",
+        )
+    overrides: list[RepositoryOverride] = []
+    for index, item in enumerate(items):
+        path = f"{where}: repositories[{index}]"
+        override = _parse_override(item, defaults=defaults, path=path)
+        for earlier_index, earlier in enumerate(overrides):
+            if override.pattern == earlier.pattern or (
+                not is_glob(override.pattern) and earlier.matches(override.pattern)
+            ):
+                raise ConfigError(
+                    f"{path}.name",
+                    f"{override.pattern!r} is already matched by repositories[{earlier_index}] "
+                    f"({earlier.pattern!r}); the first match wins, so this entry would never "
+                    "apply: move it before the broader one",
+                )
+        overrides.append(override)
+    return tuple(overrides)
+
+
+def _parse_override(item: object, *, defaults: Rules, path: str) -> RepositoryOverride:
+    if not isinstance(item, Mapping):
+        raise ConfigError(path, f"expected a mapping with a 'name' key, got {_type_name(item)}")
+    _check_keys(item, CONFIG_KEYS, prefix=f"{path}.")
+    name = item.get("name")
+    if name is None:
+        raise ConfigError(f"{path}.name", "required: an exact repository name or a glob")
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"{path}.name",
+            f"expected an exact repository name or a glob (a string), got {_type_name(name)}",
+        )
+    if not name.strip():
+        raise ConfigError(f"{path}.name", "expected an exact repository name or a glob, got ''")
+    rules = defaults
+    for key, value in item.items():
+        at = f"{path}.{key}"
+        if key == "max-images":
+            rules = dataclasses.replace(rules, max_images=_config_count(value, at=at))
+        elif key == "max-deletions-per-cycle":
+            count = None if value is None else _config_count(value, at=at)
+            rules = dataclasses.replace(rules, max_deletions_per_cycle=count)
+        elif key == "keep-tags":
+            rules = dataclasses.replace(rules, keep_tags=frozenset(_config_strings(value, at=at)))
+        elif key == "keep-filters":
+            filters = tuple(
+                compile_regex(pattern, field=f"{at}[{i}]")
+                for i, pattern in enumerate(_config_strings(value, at=at))
+            )
+            rules = dataclasses.replace(rules, keep_filters=filters)
+        elif key == "keep-younger-than":
+            window = None if value is None else _config_duration(value, at=at)
+            rules = dataclasses.replace(rules, keep_younger_than=window)
+        elif key == "keep-pulled-within":
+            window = None if value is None else _config_duration(value, at=at)
+            rules = dataclasses.replace(rules, keep_pulled_within=window)
+    return RepositoryOverride(pattern=name, rules=rules)
+
+
+def _check_keys(mapping: Mapping[object, object], allowed: tuple[str, ...], *, prefix: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise ConfigError(
+                f"{prefix}{key}", f"unknown key {key!r}: expected one of {', '.join(allowed)}"
+            )
+
+
+def _config_count(value: object, *, at: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(at, f"expected a positive integer, got {_type_name(value)}")
+    if value <= 0:
+        raise ConfigError(
+            at, f"expected a positive integer, got {value}: a zero or negative count is not allowed"
+        )
+    return value
+
+
+def _config_strings(value: object, *, at: str) -> list[str]:
+    if not isinstance(value, list):
+        raise ConfigError(at, f"expected a list of strings, got {_type_name(value)}")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ConfigError(
+                f"{at}[{index}]",
+                f"expected a string, got {_type_name(item)} {item!r} (quote it in YAML)",
+            )
+    return value
+
+
+def _config_duration(value: object, *, at: str) -> timedelta:
+    if not isinstance(value, str):
+        raise ConfigError(
+            at,
+            f"expected a duration such as 12h, 7d or 2w (a string with a unit), "
+            f"got {_type_name(value)} {value!r}",
+        )
+    return parse_duration(value, field=at)
+
+
+def _type_name(value: object) -> str:
+    names = {type(None): "null", bool: "a boolean", int: "an integer", float: "a number"}
+    names |= {str: "a string", list: "a list", dict: "a mapping"}
+    return names.get(type(value), type(value).__name__)
