@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ CREDENTIALS = {
 @contextmanager
 def moto_server() -> Iterator[str]:
     """Start moto's threaded server on an ephemeral port; yields its endpoint URL."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
