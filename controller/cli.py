@@ -126,9 +126,9 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         "region",
-        "(AWS SDK default)",
-        "AWS region of the registry. Unset: the AWS SDK's default chain (AWS_REGION, profile, "
-        "instance metadata); note the Go controller defaulted to us-east-1.",
+        "(AWS_REGION, else us-east-1)",
+        "AWS region of the registry. Unset: AWS_REGION or AWS_DEFAULT_REGION, else us-east-1 "
+        "(the Go controller's default).",
         "go",
         metavar="REGION",
     ),
@@ -281,8 +281,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "allow-empty",
         "false",
-        "SAFETY: delete even when the clusters report no image in use at all. By default an "
-        "empty in-use view stops deletion, as it usually means a wrong cluster or credentials.",
+        "SAFETY: delete even when no pod at all is in scope. By default an empty view stops "
+        "deletion, as it usually means a wrong namespace, context or credentials.",
         "kubernetes",
         kind="bool",
         metavar="BOOL",
@@ -788,9 +788,7 @@ def safety_warnings(settings: Settings) -> list[str]:
             "workload scaled to zero or of a CronJob between runs can be deleted"
         )
     if settings.allow_empty:
-        warnings.append(
-            "--allow-empty: deletion proceeds even if the clusters report no image in use"
-        )
+        warnings.append("--allow-empty: deletion proceeds even if no pod at all is in scope")
     return warnings
 
 
