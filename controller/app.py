@@ -7,20 +7,25 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import TextIO
 
 import anyio
 
 from controller.clusters import Cluster, ClusterConfigError, connect
-from controller.ecr import open_ecr
-from controller.inventory import InUseIndex, SourceKey, refusal
+from controller.ecr import AioEcr, open_ecr
+from controller.inventory import InUseIndex, SourceKey
 from controller.pruning import CycleReport, PruneOptions, Pruner
 from controller.report import render
+from controller.scheduling import Blocked, Schedule, run_schedule
 from controller.settings import Settings
 from controller.sources import KINDS, SourceError, list_kind
+from controller.trust import SourceTracker
+from controller.watching import Watcher
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +60,27 @@ def source_keys(settings: Settings, clusters: list[Cluster]) -> list[SourceKey]:
     ]
 
 
+@dataclass
+class View:
+    """The in-use index and what is known about each of its sources."""
+
+    index: InUseIndex = field(default_factory=InUseIndex)
+    tracker: SourceTracker = field(default_factory=SourceTracker)
+
+    def refusal(self, settings: Settings) -> str | None:
+        return self.tracker.refusal(
+            self.index,
+            time.monotonic(),
+            max_staleness=settings.max_staleness.total_seconds(),
+            allow_empty=settings.allow_empty,
+        )
+
+
 async def list_everything(
-    index: InUseIndex, clusters: list[Cluster], keys: list[SourceKey], *, concurrency: int = 8
-) -> list[str]:
-    """LIST every source into the index (replacing each atomically); returns the failures."""
+    view: View, clusters: list[Cluster], keys: list[SourceKey], *, concurrency: int = 8
+) -> None:
+    """LIST every source once into the view (for --once)."""
     by_name = {c.name: c for c in clusters}
-    problems: list[str] = []
     limiter = anyio.CapacityLimiter(concurrency)
 
     async def one(key: SourceKey) -> None:
@@ -70,11 +90,11 @@ async def list_everything(
                     by_name[key.cluster], KINDS[key.kind], key.namespace or None
                 )
             except SourceError as exc:
-                index.mark_unsynced(key)
-                problems.append(f"{key}: {exc}")
+                view.tracker.disconnected(key, time.monotonic(), str(exc), status_code=exc.status)
                 log.error("cannot list %s: %s", key, exc, extra={"source": str(key)})
                 return
-            index.replace(key, listed.objects)
+            view.index.replace(key, listed.objects)
+            view.tracker.listed(key, time.monotonic())
             log.info(
                 "listed %s: %d objects in %d page(s)",
                 key,
@@ -84,11 +104,11 @@ async def list_everything(
             )
 
     for key in keys:
-        index.register(key)
+        view.index.register(key)
+        view.tracker.register(key)
     async with anyio.create_task_group() as tg:
         for key in keys:
             tg.start_soon(one, key)
-    return problems
 
 
 def prune_options(settings: Settings) -> PruneOptions:
@@ -100,72 +120,89 @@ def prune_options(settings: Settings) -> PruneOptions:
     )
 
 
+def open_clusters(settings: Settings) -> AbstractAsyncContextManager[list[Cluster]]:
+    return connect(
+        kubeconfig=settings.kubeconfig,
+        contexts=settings.kube_contexts,
+        in_cluster=settings.in_cluster,
+    )
+
+
+def open_registry(settings: Settings) -> AbstractAsyncContextManager[AioEcr]:
+    return open_ecr(
+        region=resolve_region(settings),
+        registry_id=settings.registry_id,
+        concurrency=settings.concurrency,
+    )
+
+
 async def run_once(
     settings: Settings, *, out: TextIO = sys.stdout, clock: Callable[[], datetime] = utcnow
 ) -> int:
     """LIST the clusters, prune once, print the report. 0 when all went well, 1 otherwise."""
-    index = InUseIndex()
-    region = resolve_region(settings)
-    async with connect(
-        kubeconfig=settings.kubeconfig,
-        contexts=settings.kube_contexts,
-        in_cluster=settings.in_cluster,
-    ) as clusters:
-        problems = await list_everything(index, clusters, source_keys(settings, clusters))
-    log.info("in use: %d digests across %d objects", index.digests_in_use(), index.object_count())
-    async with open_ecr(
-        region=region, registry_id=settings.registry_id, concurrency=settings.concurrency
-    ) as ecr:
-        pruner = Pruner(ecr, index, prune_options(settings))
-        report = await pruner.run_cycle(
-            now=clock(), gate=lambda: refusal(index, allow_empty=settings.allow_empty), clock=clock
+    view = View()
+    async with open_clusters(settings) as clusters:
+        await list_everything(view, clusters, source_keys(settings, clusters))
+    log.info(
+        "in use: %d digests across %d objects",
+        view.index.digests_in_use(),
+        view.index.object_count(),
+    )
+    async with open_registry(settings) as ecr:
+        report = await Pruner(ecr, view.index, prune_options(settings)).run_cycle(
+            now=clock(), gate=lambda: view.refusal(settings), clock=clock
         )
-    report.errors.extend(problems)
     print(render(report, settings.output), file=out, flush=True)
     return 0 if report.ok else 1
 
 
-async def run_service(settings: Settings) -> int:
-    """Re-list and prune every interval until a signal asks us to stop.
+async def watch_signals(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+        async for signum in received:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            scope.cancel()
+            return
 
-    The live watch (no re-list per cycle) replaces the LIST here when it lands.
-    """
-    region = resolve_region(settings)
+
+async def run_service(settings: Settings) -> int:
+    """Watch the clusters and prune every interval until SIGTERM or SIGINT."""
+    view = View()
     async with (
-        connect(
-            kubeconfig=settings.kubeconfig,
-            contexts=settings.kube_contexts,
-            in_cluster=settings.in_cluster,
-        ) as clusters,
-        open_ecr(
-            region=region, registry_id=settings.registry_id, concurrency=settings.concurrency
-        ) as ecr,
+        open_clusters(settings) as clusters,
+        open_registry(settings) as ecr,
         anyio.create_task_group() as tg,
     ):
-
-        async def cycles() -> None:
-            while True:
-                index = InUseIndex()
-                problems = await list_everything(index, clusters, source_keys(settings, clusters))
-                report: CycleReport = await Pruner(ecr, index, prune_options(settings)).run_cycle(
-                    now=utcnow(),
-                    gate=partial(refusal, index, allow_empty=settings.allow_empty),
-                    clock=utcnow,
-                )
-                report.errors.extend(problems)
-                print(render(report, settings.output), flush=True)
-                await anyio.sleep(settings.interval.total_seconds())
-
-        async def signals() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
-                async for signum in received:
-                    log.info("received %s, shutting down", signal.Signals(signum).name)
-                    tg.cancel_scope.cancel()
-                    return
-
-        tg.start_soon(cycles)
-        tg.start_soon(signals)
+        for key in source_keys(settings, clusters):
+            cluster = next(c for c in clusters if c.name == key.cluster)
+            watcher = Watcher(
+                cluster, KINDS[key.kind], key.namespace, index=view.index, tracker=view.tracker
+            )
+            tg.start_soon(watcher.run, name=f"watch {key}")
+        tg.start_soon(watch_signals, tg.cancel_scope)
+        tg.start_soon(_cycles, settings, view, ecr, name="scheduler")
     return 0
+
+
+async def _cycles(settings: Settings, view: View, ecr: AioEcr) -> None:
+    pruner = Pruner(ecr, view.index, prune_options(settings))
+
+    async def cycle() -> CycleReport:
+        report = await pruner.run_cycle(
+            now=utcnow(), gate=lambda: view.refusal(settings), clock=utcnow
+        )
+        print(render(report, settings.output), flush=True)
+        return report
+
+    def blocked() -> Blocked | None:
+        refusal = view.refusal(settings)
+        return Blocked("untrusted-view", refusal) if refusal else None
+
+    await run_schedule(
+        cycle,
+        blocked=blocked,
+        schedule=Schedule(settings.interval.total_seconds(), settings.interval_jitter),
+        on_skip=lambda _block: None,
+    )
 
 
 def run(settings: Settings) -> int:

@@ -316,18 +316,3 @@ class InUseSnapshot:
 
     def tag_in_use(self, repository: RepositoryId, tag: str) -> bool:
         return TagRef(repository, tag) in self.tags
-
-
-def refusal(index: InUseIndex, *, allow_empty: bool, pod_kind: str = "pods") -> str | None:
-    """Why the view cannot be trusted for deleting right now, or None.
-
-    Untrusted: a registered source has not completed its first LIST (or lost its view), or
-    no pod at all is in scope, which far more often means a wrong namespace or context
-    than an empty cluster, unless the user said that is expected.
-    """
-    unsynced = index.unsynced()
-    if unsynced:
-        return "not synced: " + ", ".join(str(s) for s in unsynced)
-    if not allow_empty and index.object_count(kind=pod_kind) == 0:
-        return "no pods in scope (pass --allow-empty if that is expected)"
-    return None

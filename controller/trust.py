@@ -1,0 +1,113 @@
+"""Whether the in-use view can be trusted for deleting: the fail-closed conditions, per source.
+
+The watchers report what happens to each source (listed, connected, disconnected, denied);
+`refusal` turns that, the index and the clock into the one reason deleting must not happen
+now, or None. The pruner asks before a cycle and before every delete call; readiness and
+metrics show the same conditions. Pure: times are plain seconds from a monotonic clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from controller.inventory import InUseIndex, SourceKey
+
+
+@dataclass(slots=True)
+class SourceStatus:
+    synced: bool = False
+    # completed a LIST since the last time its view was lost
+    connected: bool = False
+    # a watch stream (or, for --once, the LIST itself) is current
+    since: float | None = None
+    # when `connected` last changed
+    denied: int | None = None
+    # 401 or 403 from the API server, until a request succeeds again
+    last_error: str = ""
+    events: int = 0
+    restarts: int = 0
+    # watch streams (re)opened
+    relists: int = 0
+    # LISTs after the first (410 Gone, or a lost view)
+
+
+class SourceTracker:
+    """The status of every source; written by the watchers, read by gates, readiness and metrics."""
+
+    def __init__(self, sources: Iterable[SourceKey] = ()) -> None:
+        self.sources: dict[SourceKey, SourceStatus] = {s: SourceStatus() for s in sources}
+
+    def register(self, source: SourceKey) -> SourceStatus:
+        return self.sources.setdefault(source, SourceStatus())
+
+    _get = register
+
+    def listed(self, source: SourceKey, now: float) -> None:
+        status = self._get(source)
+        if status.synced:
+            status.relists += 1
+        status.synced = True
+        status.denied = None
+        self.connected(source, now)
+
+    def connected(self, source: SourceKey, now: float) -> None:
+        status = self._get(source)
+        status.denied = None
+        status.last_error = ""
+        if not status.connected:
+            status.connected = True
+            status.since = now
+
+    def disconnected(
+        self, source: SourceKey, now: float, error: str, *, status_code: int | None = None
+    ) -> None:
+        status = self._get(source)
+        status.last_error = error
+        if status_code in (401, 403):
+            status.denied = status_code
+        if status.connected or status.since is None:
+            status.connected = False
+            status.since = now
+
+    def lost_view(self, source: SourceKey) -> None:
+        """The source must LIST again before its view counts (e.g. after 410 Gone)."""
+        self._get(source).synced = False
+
+    def staleness(self, source: SourceKey, now: float) -> float:
+        """Seconds since the source's view was last known current (0 while connected)."""
+        status = self._get(source)
+        if status.connected:
+            return 0.0
+        return now - status.since if status.since is not None else float("inf")
+
+    def problems(self, now: float, *, max_staleness: float) -> dict[SourceKey, str]:
+        """Why each untrusted source is untrusted."""
+        found: dict[SourceKey, str] = {}
+        for source, status in self.sources.items():
+            if status.denied is not None:
+                found[source] = f"answers {status.denied}: {status.last_error}"
+            elif not status.synced:
+                found[source] = "initial LIST not complete" + (
+                    f" ({status.last_error})" if status.last_error else ""
+                )
+            elif not status.connected and self.staleness(source, now) > max_staleness:
+                found[source] = (
+                    f"disconnected for {self.staleness(source, now):.0f}s "
+                    f"(max {max_staleness:.0f}s): {status.last_error}"
+                )
+        return found
+
+    def refusal(
+        self, index: InUseIndex, now: float, *, max_staleness: float, allow_empty: bool
+    ) -> str | None:
+        """Why deleting must not happen now, or None. Checked before every delete call."""
+        problems = self.problems(now, max_staleness=max_staleness)
+        if problems:
+            return "; ".join(
+                f"{source}: {why}"
+                for source, why in sorted(problems.items(), key=lambda p: str(p[0]))
+            )
+        if not allow_empty and index.object_count(kind="pods") == 0:
+            return "no pods in scope (pass --allow-empty if that is expected)"
+        return None
