@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import anyio
+import anyio.lowlevel
 
 from controller.ecr import ID_BATCH, EcrError, EcrPort, Repository, chunks, with_children_of
 from controller.images import Digest
@@ -101,6 +102,8 @@ class PruneOptions:
     rules_for: Callable[[str], Rules]
     dry_run: bool = True
     concurrency: int = 8
+    delete_timeout: float = 20.0
+    # bound on one BatchDeleteImage call; it is shielded from shutdown so it is never cut off
 
 
 class Pruner:
@@ -276,7 +279,12 @@ class Pruner:
         if self._options.dry_run:
             done: Sequence[Digest] = digests
         else:
-            outcome = await self._ecr.delete(repository, digests)
+            # a delete call in flight finishes (bounded) even when shutdown cancels the cycle:
+            # then we know what it did. No new call starts once cancelled: this checkpoint
+            # is where the cancellation lands, outside the shield.
+            await anyio.lowlevel.checkpoint()
+            with anyio.CancelScope(shield=True), anyio.fail_after(self._options.delete_timeout):
+                outcome = await self._ecr.delete(repository, digests)
             done = outcome.deleted
             report.already_gone += len(outcome.gone)
             report.images_after -= len(outcome.gone)

@@ -6,6 +6,7 @@ import copy
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -187,8 +188,9 @@ async def test_index_deleted_before_its_children_and_failures_reported() -> None
     report = await cycle(pruner(ecr, InUseIndex(), rules=Rules(max_images=2)))
     app, kms = report.repositories
     assert app.ok
-    assert ecr.batches[0] == ("app", (dg(1, 99), dg(1, 2)))
-    assert set(ecr.batches[1][1]) == {k.digest for k in kids}
+    app_batches = [batch for repo, batch in ecr.batches if repo == "app"]  # repositories interleave
+    assert app_batches[0] == (dg(1, 99), dg(1, 2))
+    assert set(app_batches[1]) == {k.digest for k in kids}
     assert app.images_after == 2
     assert [f.code for f in kms.failed] == ["KmsError"]
     assert dg(2, 2) in ecr.repos["kms"]
@@ -238,3 +240,21 @@ async def test_property_dry_run_reports_exactly_what_a_real_run_deletes(
     for r, repo in enumerate(real.repositories):
         assert len(twin.repos[repo.name]) == repo.images_after
         assert all(dg(r, n) in twin.repos[repo.name] for n in in_use if n < sizes[r])
+
+
+async def test_shutdown_lets_the_in_flight_delete_finish_and_starts_no_other() -> None:
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 310))
+    started = anyio.Event()
+
+    async def slow(repo: str, batch: Sequence[Digest]) -> None:
+        started.set()
+        await anyio.sleep(0.2)  # the call is in flight when the cancellation arrives
+
+    ecr.before_delete = slow
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cycle, pruner(ecr, InUseIndex()))
+        await started.wait()
+        tg.cancel_scope.cancel()
+    assert ecr.calls["BatchDeleteImage"] == 1  # the first call completed ...
+    assert len(ecr.repos["app"]) == 210  # ... and did its work; no second call started
