@@ -35,6 +35,9 @@ from controller.trust import SourceTracker
 log = logging.getLogger(__name__)
 
 
+VERY_SHORT_WATCH = 1.0  # seconds: a stream shorter than this with no event is an error
+
+
 class Expired(Exception):
     """410 Gone: the resourceVersion is older than the server's history; LIST again."""
 
@@ -185,12 +188,19 @@ class Watcher:
                 await self._watch()
                 backoff.reset()
             except Expired as exc:
-                # until the new LIST lands, the view ages like any disconnected one
+                # until the new LIST lands, the view ages like any disconnected one; back off
+                # so that a server answering 410 to every watch is not hammered with LISTs
                 self.tracker.disconnected(self.source, self.clock(), f"410 Gone: {exc}")
+                delay = backoff.next()
                 log.info(
-                    "%s: %s; listing again", self.source, exc, extra={"source": str(self.source)}
+                    "%s: %s; listing again in %.1fs",
+                    self.source,
+                    exc,
+                    delay,
+                    extra={"source": str(self.source)},
                 )
                 self.version = None
+                await anyio.sleep(delay)
             except (
                 SourceError,
                 aiohttp.ClientError,
@@ -251,6 +261,7 @@ class Watcher:
                 )
             self.tracker.connected(self.source, self.clock())
             self.status.restarts += 1
+            opened, events_before = self.clock(), self.status.events
             buffer = b""
             async for chunk in response.content.iter_any():
                 buffer += chunk
@@ -260,6 +271,10 @@ class Watcher:
                         self._apply(line)
             if buffer.strip():
                 self._apply(buffer)
+        if self.status.events == events_before and self.clock() - opened < VERY_SHORT_WATCH:
+            # as client-go: a stream that ends at once with nothing in it is an error (a proxy
+            # closing it, a server answering a plain body), so backoff applies instead of a spin
+            raise SourceError(f"WATCH {self.source}: stream ended at once with no event")
         # a normal end (timeoutSeconds): the caller resumes from self.version, no re-list
 
     def _apply(self, line: bytes) -> None:

@@ -252,6 +252,7 @@ class _Faults:
     throttles: dict[str, deque[tuple[int, str]]] = field(default_factory=dict)
     malforms: dict[str, deque[tuple[Malformation, _Mutator | None]]] = field(default_factory=dict)
     failing_images: dict[tuple[str, str], str] = field(default_factory=dict)
+    latency: dict[str, float] = field(default_factory=dict)
 
 
 class ManualClock:
@@ -597,6 +598,17 @@ class EcrRegistry:
         with self._lock:
             for digest in digests:
                 self._faults.failing_images[(repo, digest)] = code
+
+    def set_latency(self, operation: str, seconds: float) -> None:
+        """Delay every answer to `operation` by `seconds` (a slow call in flight, for shutdown tests)."""
+        self._check_knob(operation, 1)
+        with self._lock:
+            self._faults.latency[operation] = seconds
+
+    def latency_for(self, target: str | None) -> float:
+        operation = (target or "").rpartition(".")[2]
+        with self._lock:
+            return self._faults.latency.get(operation, 0.0)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -1272,7 +1284,11 @@ class _HttpFront:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        status, payload = self._registry.handle(request.headers.get("X-Amz-Target"), body)
+        target = request.headers.get("X-Amz-Target")
+        delay = self._registry.latency_for(target)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        status, payload = self._registry.handle(target, body)
         return web.Response(
             status=status,
             body=payload,

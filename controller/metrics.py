@@ -1,0 +1,410 @@
+"""The Prometheus metrics: what each cycle did, why cycles were skipped, and the watch and ECR health.
+
+Everything lives in the `CollectorRegistry` handed to `Metrics` (tests use a fresh one each).
+Cycle metrics are updated from the `CycleReport` when a cycle ends; the watch and ECR
+metrics are read from the live objects at scrape time by custom collectors, so they are
+never stale and cost nothing between scrapes. Label values stay bounded: `repository` by
+the configured selection, `reason` and `result` by the code, `operation` and `code` by the
+ECR API, `cluster`/`kind`/`namespace` by the watched sources. No digests, tags or free text.
+
+Cycle (updated by `observe_cycle`; repository metrics only for repositories the cycle saw):
+
+    ecr_cleanup_cycles_total{result}                          counter   result: ok, failed, refused
+    ecr_cleanup_cycle_duration_seconds                        histogram cycles that ran (not refused)
+    ecr_cleanup_last_success_timestamp_seconds                gauge     end of the last ok cycle
+    ecr_cleanup_dry_run                                       gauge     1 if the last cycle was a dry run
+    ecr_cleanup_cycles_skipped_total{reason}                  counter   ticks skipped (`cycle_skipped`)
+    ecr_cleanup_images_deleted_total{repository}              counter   images deleted
+    ecr_cleanup_reclaimed_bytes_total{repository}             counter   bytes of the images deleted
+    ecr_cleanup_dry_run_images_deleted_total{repository}      counter   images a dry run would delete
+    ecr_cleanup_dry_run_reclaimed_bytes_total{repository}     counter   bytes a dry run would reclaim
+    ecr_cleanup_images_vetoed_total{repository}               counter   kept: in use after planning
+    ecr_cleanup_image_delete_failures_total{repository, code} counter   images ECR refused to delete
+    ecr_cleanup_errors_total{repository, operation, code}     counter   failed repository prunes
+    ecr_cleanup_repository_images{repository}                 gauge     images after the last cycle
+    ecr_cleanup_repository_size_bytes{repository}             gauge     their summed sizes
+    ecr_cleanup_protected_images{repository, reason}          gauge     protected in the last cycle
+    ecr_cleanup_held_back_images{repository}                  gauge     left by the deletion cap
+
+Watch (`watch_sources`, at scrape time; per source = cluster, kind, namespace):
+
+    ecr_cleanup_watch_events_total{cluster, kind, namespace}    counter  watch events received
+    ecr_cleanup_watch_restarts_total{cluster, kind, namespace}  counter  watch streams (re)opened
+    ecr_cleanup_watch_relists_total{cluster, kind, namespace}   counter  LISTs after the first
+    ecr_cleanup_watch_synced{cluster, kind, namespace}          gauge    1 once LISTed, until lost
+    ecr_cleanup_watch_connected{cluster, kind, namespace}       gauge    1 while the stream is current
+    ecr_cleanup_watch_denied{cluster, kind, namespace}          gauge    1 while answered 401/403
+    ecr_cleanup_watch_staleness_seconds{cluster, kind, namespace} gauge  0 connected; +Inf never
+    ecr_cleanup_watched_objects{kind}                           gauge    objects in the in-use view
+    ecr_cleanup_images_in_use                                   gauge    distinct digests in use
+    ecr_cleanup_view_trusted                                    gauge    1 when deleting is allowed
+
+ECR and process:
+
+    ecr_cleanup_ecr_api_calls_total{operation}      counter  ECR API calls (`watch_ecr`)
+    ecr_cleanup_ecr_api_throttles_total{operation}  counter  throttled attempts (`watch_ecr`)
+    ecr_cleanup_leader                              gauge    1 while this replica may prune
+    ecr_cleanup_build_info{version, python}         gauge    always 1
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from controller import __version__
+from controller.ecr import CallStats
+from controller.inventory import InUseIndex
+from controller.pruning import CycleReport, RepositoryReport
+from controller.scheduling import Blocked
+from controller.trust import SourceTracker
+
+PREFIX = "ecr_cleanup_"
+
+CYCLE_RESULTS = ("ok", "failed", "refused")
+
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800)
+"""Seconds: from a cycle over a few small repositories to one over a large registry (30 min)."""
+
+_SOURCE_LABELS = ("cluster", "kind", "namespace")
+
+
+class Metrics:
+    """Every metric of the controller, registered in one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._repositories: set[str] = set()
+        self._protected_reasons: dict[str, set[str]] = {}
+
+        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+            return Counter(PREFIX + name, doc, labelnames=tuple(labels), registry=registry)
+
+        def gauge(name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
+            return Gauge(PREFIX + name, doc, labelnames=tuple(labels), registry=registry)
+
+        repo = ("repository",)
+        self._cycles = counter(
+            "cycles_total",
+            "Prune cycles run, by result: ok, failed (some repository or the listing failed), "
+            "refused (the in-use view was not trusted when the cycle started; nothing deleted).",
+            ["result"],
+        )
+        for result in CYCLE_RESULTS:
+            self._cycles.labels(result)
+        self._cycle_duration = Histogram(
+            PREFIX + "cycle_duration_seconds",
+            "Wall-clock duration of prune cycles that ran (refused cycles are not observed).",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self._last_success = gauge(
+            "last_success_timestamp_seconds",
+            "Unix time at which the last prune cycle without any error ended.",
+        )
+        self._dry_run = gauge(
+            "dry_run",
+            "1 if the last prune cycle was a dry run (deleting nothing), 0 if it deleted for real.",
+        )
+        self._skipped = counter(
+            "cycles_skipped_total",
+            "Scheduled prune cycles skipped, by reason (e.g. untrusted-view, not-leader).",
+            ["reason"],
+        )
+        self._deleted = counter(
+            "images_deleted_total", "Images deleted from ECR, per repository.", repo
+        )
+        self._reclaimed = counter(
+            "reclaimed_bytes_total",
+            "Sum of the ECR sizes of the images deleted, per repository.",
+            repo,
+        )
+        self._dry_run_deleted = counter(
+            "dry_run_images_deleted_total",
+            "Images a dry-run cycle would have deleted (and did not), per repository.",
+            repo,
+        )
+        self._dry_run_reclaimed = counter(
+            "dry_run_reclaimed_bytes_total",
+            "Sum of the ECR sizes of the images a dry-run cycle would have deleted, per repository.",
+            repo,
+        )
+        self._vetoed = counter(
+            "images_vetoed_total",
+            "Images planned for deletion but kept because they came into use before the delete "
+            "call, per repository.",
+            repo,
+        )
+        self._delete_failures = counter(
+            "image_delete_failures_total",
+            "Images ECR did not delete when asked (BatchDeleteImage failures), per repository "
+            "and ECR failure code.",
+            ["repository", "code"],
+        )
+        self._errors = counter(
+            "errors_total",
+            "Repository prunes that failed, per repository, failing operation (ECR API operation, "
+            "or prune) and error code (ECR error code or exception type).",
+            ["repository", "operation", "code"],
+        )
+        self._repository_images = gauge(
+            "repository_images",
+            "Images in the repository as the last cycle left it (a dry run deletes nothing).",
+            repo,
+        )
+        self._repository_bytes = gauge(
+            "repository_size_bytes",
+            "Sum of the ECR sizes of the repository's images as the last cycle left it "
+            "(layers shared by several images count once per image).",
+            repo,
+        )
+        self._protected = gauge(
+            "protected_images",
+            "Images the last cycle could not delete whatever the count, per repository and "
+            "protecting reason (in-use, in-use-tag, keep-tag, keep-regex, young, ...).",
+            ["repository", "reason"],
+        )
+        self._held_back = gauge(
+            "held_back_images",
+            "Images the last cycle would have deleted but for the per-cycle deletion cap or a "
+            "stop, per repository.",
+            repo,
+        )
+        self._leader = gauge(
+            "leader",
+            "1 while this replica holds the leader Lease (or leader election is off), else 0.",
+        )
+        self._build_info = gauge(
+            "build_info",
+            "Always 1; the labels name the controller version and the Python version.",
+            ["version", "python"],
+        )
+        self._build_info.labels(__version__, platform.python_version()).set(1)
+
+    # -- cycles -------------------------------------------------------------------------------
+
+    def observe_cycle(self, report: CycleReport, duration_seconds: float) -> None:
+        """Record what one cycle did."""
+        if report.refused is not None:
+            self._cycles.labels("refused").inc()
+            return
+        self._cycles.labels("ok" if report.ok else "failed").inc()
+        self._cycle_duration.observe(duration_seconds)
+        self._dry_run.set(1 if report.dry_run else 0)
+        if report.ok:
+            ended = report.finished_at.timestamp() if report.finished_at else time.time()
+            self._last_success.set(ended)
+        for repository in report.repositories:
+            self._observe_repository(repository, dry_run=report.dry_run)
+        listing_failed = not report.repositories and bool(report.errors)
+        if not listing_failed:
+            # the cycle saw every selected repository: forget the gauges of the others
+            for gone in self._repositories - {r.name for r in report.repositories}:
+                self._forget(gone)
+
+    def _observe_repository(self, report: RepositoryReport, *, dry_run: bool) -> None:
+        name = report.name
+        deleted_bytes = sum(d.size_bytes for d in report.deleted)
+        if dry_run:
+            self._dry_run_deleted.labels(name).inc(len(report.deleted))
+            self._dry_run_reclaimed.labels(name).inc(deleted_bytes)
+        else:
+            self._deleted.labels(name).inc(len(report.deleted))
+            self._reclaimed.labels(name).inc(deleted_bytes)
+        self._vetoed.labels(name).inc(report.vetoed)
+        for failure in report.failed:
+            self._delete_failures.labels(name, failure.code).inc()
+        for operation, code in report.error_codes:
+            self._errors.labels(name, operation, code).inc()
+        if report.errors and report.images_before == 0:
+            return  # failed before its images were listed: the gauges keep their last value
+        self._repositories.add(name)
+        if dry_run:
+            images, size = report.images_before, report.bytes_total
+        else:
+            images, size = report.images_after, max(0, report.bytes_total - deleted_bytes)
+        self._repository_images.labels(name).set(images)
+        self._repository_bytes.labels(name).set(size)
+        self._held_back.labels(name).set(report.held_back)
+        for stale in self._protected_reasons.get(name, set()) - set(report.protected):
+            self._protected.remove(name, stale)
+        for reason, count in report.protected.items():
+            self._protected.labels(name, reason).set(count)
+        self._protected_reasons[name] = set(report.protected)
+
+    def _forget(self, repository: str) -> None:
+        """Drop the gauges of a repository no longer selected (its counters stay)."""
+        for metric in (self._repository_images, self._repository_bytes, self._held_back):
+            metric.remove(repository)
+        for reason in self._protected_reasons.pop(repository, set()):
+            self._protected.remove(repository, reason)
+        self._repositories.discard(repository)
+
+    def cycle_skipped(self, block: Blocked) -> None:
+        """A scheduled cycle did not run; `block.reason` is a short fixed label."""
+        self._skipped.labels(block.reason).inc()
+
+    def set_leader(self, leading: bool) -> None:
+        self._leader.set(1 if leading else 0)
+
+    # -- read at scrape time ------------------------------------------------------------------
+
+    def watch_sources(
+        self,
+        tracker: SourceTracker,
+        index: InUseIndex,
+        clock: Callable[[], float],
+        *,
+        refusal: Callable[[], str | None],
+    ) -> None:
+        """Expose the watched sources and the in-use view, read at each scrape.
+
+        `clock` is the monotonic clock the tracker's times come from; `refusal` says why
+        deleting must not happen now (the same gate the pruner asks), or None.
+        """
+        self._registry.register(_SourceCollector(tracker, index, clock, refusal))
+
+    def watch_ecr(self, stats: CallStats) -> None:
+        """Expose the ECR call and throttle counts, read at each scrape."""
+        self._registry.register(_EcrCollector(stats))
+
+
+class _SourceFamilies(NamedTuple):
+    events: CounterMetricFamily
+    restarts: CounterMetricFamily
+    relists: CounterMetricFamily
+    synced: GaugeMetricFamily
+    connected: GaugeMetricFamily
+    denied: GaugeMetricFamily
+    staleness: GaugeMetricFamily
+    objects: GaugeMetricFamily
+    in_use: GaugeMetricFamily
+    trusted: GaugeMetricFamily
+
+    @classmethod
+    def empty(cls) -> _SourceFamilies:
+        def counter(name: str, doc: str) -> CounterMetricFamily:
+            return CounterMetricFamily(PREFIX + name, doc, labels=_SOURCE_LABELS)
+
+        def gauge(name: str, doc: str, labels: Sequence[str] = _SOURCE_LABELS) -> GaugeMetricFamily:
+            return GaugeMetricFamily(PREFIX + name, doc, labels=labels)
+
+        return cls(
+            events=counter("watch_events_total", "Watch events received, per watched source."),
+            restarts=counter(
+                "watch_restarts_total", "Watch streams opened or reopened, per watched source."
+            ),
+            relists=counter(
+                "watch_relists_total",
+                "LISTs after the first (410 Gone or a lost view), per watched source.",
+            ),
+            synced=gauge(
+                "watch_synced",
+                "1 once the source completed a LIST and has not lost its view since, else 0.",
+            ),
+            connected=gauge(
+                "watch_connected", "1 while the source's watch stream is current, else 0."
+            ),
+            denied=gauge(
+                "watch_denied",
+                "1 while the source's API server answers 401 or 403 (check RBAC), else 0.",
+            ),
+            staleness=gauge(
+                "watch_staleness_seconds",
+                "Seconds since the source's view was last known current: 0 while connected, "
+                "+Inf if it never was.",
+            ),
+            objects=gauge(
+                "watched_objects",
+                "Objects (pods, workloads) in the in-use view, per kind, over all clusters.",
+                ["kind"],
+            ),
+            in_use=gauge(
+                "images_in_use",
+                "Distinct image digests referenced by the watched objects (never deleted).",
+                [],
+            ),
+            trusted=gauge(
+                "view_trusted",
+                "1 when the in-use view can be trusted for deleting (every source synced, none "
+                "denied or too stale, pods in scope), else 0.",
+                [],
+            ),
+        )
+
+
+class _SourceCollector:
+    """Reads the source tracker and the in-use index when scraped."""
+
+    def __init__(
+        self,
+        tracker: SourceTracker,
+        index: InUseIndex,
+        clock: Callable[[], float],
+        refusal: Callable[[], str | None],
+    ) -> None:
+        self._tracker = tracker
+        self._index = index
+        self._clock = clock
+        self._refusal = refusal
+
+    def describe(self) -> list[Metric]:
+        return list(_SourceFamilies.empty())
+
+    def collect(self) -> list[Metric]:
+        f = _SourceFamilies.empty()
+        now = self._clock()
+        for source, status in sorted(self._tracker.sources.items(), key=lambda s: str(s[0])):
+            labels = [source.cluster, source.kind, source.namespace]
+            f.events.add_metric(labels, status.events)
+            f.restarts.add_metric(labels, status.restarts)
+            f.relists.add_metric(labels, status.relists)
+            f.synced.add_metric(labels, 1 if status.synced else 0)
+            f.connected.add_metric(labels, 1 if status.connected else 0)
+            f.denied.add_metric(labels, 1 if status.denied is not None else 0)
+            f.staleness.add_metric(labels, self._tracker.staleness(source, now))
+        kinds = {s.kind for s in self._tracker.sources} | {s.kind for s in self._index.sources}
+        for kind in sorted(kinds):
+            f.objects.add_metric([kind], self._index.object_count(kind=kind))
+        f.in_use.add_metric([], self._index.digests_in_use())
+        f.trusted.add_metric([], 1 if self._refusal() is None else 0)
+        return list(f)
+
+
+class _EcrCollector:
+    """Reads the ECR gateway's call statistics when scraped."""
+
+    def __init__(self, stats: CallStats) -> None:
+        self._stats = stats
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> list[Metric]:
+        calls, throttles = self._families()
+        for operation, count in sorted(self._stats.calls.items()):
+            calls.add_metric([operation], count)
+        for operation, count in sorted(self._stats.throttles.items()):
+            throttles.add_metric([operation], count)
+        return [calls, throttles]
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, CounterMetricFamily]:
+        return (
+            CounterMetricFamily(
+                PREFIX + "ecr_api_calls_total",
+                "ECR API calls made (one per call, retries not counted), per operation.",
+                labels=["operation"],
+            ),
+            CounterMetricFamily(
+                PREFIX + "ecr_api_throttles_total",
+                "ECR API attempts answered with throttling (HTTP 429 or a throttling error code), "
+                "per operation.",
+                labels=["operation"],
+            ),
+        )

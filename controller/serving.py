@@ -1,0 +1,159 @@
+"""The HTTP endpoints: /metrics for Prometheus, /healthz and /readyz for the kubelet's probes.
+
+One aiohttp server inside the caller's task group (asyncio backend), until cancelled. The
+exposition is generated on the event loop, not in a thread: the scrape-time collectors read
+the in-use index and the source tracker, which only the loop's tasks change, so every
+scrape sees a consistent state without locks. Requests are logged at DEBUG only, so a
+scrape every 15 s and two probes every 10 s do not flood the INFO log.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractAccessLogger
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT = 0.25
+"""Seconds an in-flight request gets to finish once the server is told to stop."""
+
+CLEANUP_DEADLINE = 0.75
+"""Seconds after which the shielded cleanup is abandoned, whatever is left."""
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `:port` (all interfaces) into host ("" = all) and port."""
+    host, colon, port = address.strip().rpartition(":")
+    if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port or :port, got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+async def serve(
+    address: str,
+    *,
+    registry: CollectorRegistry,
+    healthy: Callable[[], bool],
+    ready: Callable[[], str | None],
+    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve /metrics, /healthz and /readyz on `address` until cancelled.
+
+    `healthy()` says whether the process's long-running tasks are alive; `ready()` returns
+    why the controller is not ready yet (e.g. which sources have not synced), or None.
+    Reports the bound port (useful with port 0) through `task_status.started`.
+    """
+    host, port = split_address(address)
+    sock = await _listen(host, port)
+    runner = web.AppRunner(
+        _application(registry, healthy, ready),
+        handle_signals=False,
+        access_log_class=_DebugAccessLogger,
+        access_log=log,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
+    try:
+        await runner.setup()
+        site = web.SockSite(runner, sock)
+        await site.start()
+        bound: int = sock.getsockname()[1]
+        log.debug("listening on %s port %d", host or "all interfaces", bound)
+        task_status.started(bound)
+        await anyio.sleep_forever()
+    finally:
+        with anyio.move_on_after(CLEANUP_DEADLINE, shield=True) as scope:
+            await runner.cleanup()
+        if scope.cancelled_caught:
+            log.warning("HTTP server cleanup took over %.2fs; abandoned", CLEANUP_DEADLINE)
+        sock.close()
+
+
+def _application(
+    registry: CollectorRegistry, healthy: Callable[[], bool], ready: Callable[[], str | None]
+) -> web.Application:
+    async def metrics(request: web.Request) -> web.Response:
+        accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
+        encode, content_type = choose_encoder(accept)
+        response = web.Response(body=encode(registry), headers={hdrs.CONTENT_TYPE: content_type})
+        response.enable_compression()  # gzip when the scraper accepts it (Prometheus does)
+        return response
+
+    async def healthz(_request: web.Request) -> web.Response:
+        if healthy():
+            return web.Response(text="ok")
+        return web.Response(status=503, text="unhealthy: a long-running task has stopped")
+
+    async def readyz(_request: web.Request) -> web.Response:
+        reason = ready()
+        if reason is None:
+            return web.Response(text="ok")
+        return web.Response(status=503, text=reason)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def _listen(host: str, port: int) -> socket.socket:
+    """A bound TCP socket: one dual-stack socket for all interfaces, else the host's first address.
+
+    One socket, so that port 0 yields one port (asyncio would bind IPv4 and IPv6 apart, each
+    to its own ephemeral port).
+    """
+    if not host:
+        try:
+            return _bind(socket.AF_INET6, ("::", port), dual_stack=True)
+        except OSError as exc:  # no IPv6 on this machine: IPv4 only
+            log.debug("no dual-stack socket (%s); listening on IPv4 only", exc)
+            return _bind(socket.AF_INET, ("0.0.0.0", port))
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _type, _proto, _name, sockaddr = infos[0]
+    return _bind(family, sockaddr)
+
+
+def _bind(
+    family: int,
+    sockaddr: tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes],
+    *,
+    dual_stack: bool = False,
+) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if dual_stack:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _DebugAccessLogger(AbstractAccessLogger):
+    """One DEBUG line per request; nothing at all unless DEBUG is on."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.debug(
+            "%s %s %s -> %d in %.3fs",
+            request.remote,
+            request.method,
+            request.path_qs,
+            response.status,
+            time,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.DEBUG)
