@@ -5,23 +5,36 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
+import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TextIO
 
 import anyio
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 from controller.clusters import Cluster, ClusterConfigError, connect
 from controller.ecr import AioEcr, open_ecr
 from controller.inventory import InUseIndex, SourceKey
+from controller.leadership import AlwaysLeader, ElectionConfig, LeaderElector
+from controller.metrics import Metrics
 from controller.pruning import CycleReport, PruneOptions, Pruner
 from controller.report import render
 from controller.scheduling import Blocked, Schedule, run_schedule
+from controller.serving import serve
 from controller.settings import Settings
 from controller.sources import KINDS, SourceError, list_kind
 from controller.trust import SourceTracker
@@ -156,52 +169,160 @@ async def run_once(
     return 0 if report.ok else 1
 
 
-async def watch_signals(scope: anyio.CancelScope) -> None:
+async def watch_signals(stopping: anyio.Event, scope: anyio.CancelScope) -> None:
+    """SIGTERM/SIGINT: start no new delete call, let an in-flight one finish, then stop everything."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
         async for signum in received:
             log.info("received %s, shutting down", signal.Signals(signum).name)
+            stopping.set()
             scope.cancel()
             return
 
 
+def lease_identity() -> str:
+    return f"{os.environ.get('HOSTNAME') or socket.gethostname()}_{secrets.token_hex(4)}"
+
+
+def elector(
+    settings: Settings, clusters: list[Cluster], metrics: Metrics
+) -> LeaderElector | AlwaysLeader:
+    if not settings.leader_elect:
+        metrics.set_leader(True)
+        return AlwaysLeader()
+    namespace = settings.lease_namespace or "default"
+    if settings.lease_namespace is None:
+        log.info("no --lease-namespace and not in a pod: the Lease goes to namespace %s", namespace)
+    duration = settings.lease_duration.total_seconds()
+    config = ElectionConfig(
+        name=settings.lease_name,
+        namespace=namespace,
+        identity=lease_identity(),
+        lease_duration=duration,
+        renew_deadline=duration * 2 / 3,
+        retry_period=duration * 2 / 15,
+    )
+    log.info(
+        "leader election: Lease %s/%s in cluster %s as %s",
+        namespace,
+        config.name,
+        clusters[0].name,
+        config.identity,
+    )
+    return LeaderElector(clusters[0].api, config, on_change=metrics.set_leader)
+
+
+@dataclass
+class Liveness:
+    """Which long-running tasks are alive, for /healthz."""
+
+    running: set[str] = field(default_factory=set)
+    expected: set[str] = field(default_factory=set)
+
+    async def keep(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+        self.expected.add(name)
+        self.running.add(name)
+        try:
+            await fn()
+        finally:
+            self.running.discard(name)
+
+    def healthy(self) -> bool:
+        return self.running == self.expected
+
+
+def readiness(view: View) -> str | None:
+    unsynced = view.index.unsynced()
+    return "not synced: " + ", ".join(str(s) for s in unsynced) if unsynced else None
+
+
 async def run_service(settings: Settings) -> int:
-    """Watch the clusters and prune every interval until SIGTERM or SIGINT."""
+    """Watch the clusters, serve /metrics, and (as leader) prune every interval, until SIGTERM."""
     view = View()
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
+    registry = CollectorRegistry()
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=registry)
+    metrics = Metrics(registry)
+    metrics.watch_sources(
+        view.tracker, view.index, time.monotonic, refusal=lambda: view.refusal(settings)
+    )
+    stopping = anyio.Event()
+    liveness = Liveness()
     async with (
         open_clusters(settings) as clusters,
         open_registry(settings) as ecr,
         anyio.create_task_group() as tg,
     ):
-        for key in source_keys(settings, clusters):
-            cluster = next(c for c in clusters if c.name == key.cluster)
-            watcher = Watcher(
-                cluster, KINDS[key.kind], key.namespace, index=view.index, tracker=view.tracker
+        metrics.watch_ecr(ecr.stats)
+        leader = elector(settings, clusters, metrics)
+        port = await tg.start(
+            partial(
+                serve,
+                settings.metrics_address,
+                registry=registry,
+                healthy=liveness.healthy,
+                ready=lambda: readiness(view),
             )
-            tg.start_soon(watcher.run, name=f"watch {key}")
-        tg.start_soon(watch_signals, tg.cancel_scope)
-        tg.start_soon(_cycles, settings, view, ecr, name="scheduler")
+        )
+        log.info("serving /metrics, /healthz and /readyz on port %s", port)
+        by_name = {c.name: c for c in clusters}
+        for key in source_keys(settings, clusters):
+            watcher = Watcher(
+                by_name[key.cluster],
+                KINDS[key.kind],
+                key.namespace,
+                index=view.index,
+                tracker=view.tracker,
+            )
+            tg.start_soon(liveness.keep, f"watch {key}", watcher.run, name=f"watch {key}")
+        tg.start_soon(leader.run, name="leader election")
+        tg.start_soon(watch_signals, stopping, tg.cancel_scope, name="signals")
+        cycles = partial(
+            _cycles, settings, view, ecr, metrics=metrics, leader=leader, stopping=stopping
+        )
+        tg.start_soon(liveness.keep, "scheduler", cycles, name="scheduler")
+    log.info("stopped")
     return 0
 
 
-async def _cycles(settings: Settings, view: View, ecr: AioEcr) -> None:
+async def _cycles(
+    settings: Settings,
+    view: View,
+    ecr: AioEcr,
+    *,
+    metrics: Metrics,
+    leader: LeaderElector | AlwaysLeader,
+    stopping: anyio.Event,
+) -> None:
     pruner = Pruner(ecr, view.index, prune_options(settings))
 
-    async def cycle() -> CycleReport:
-        report = await pruner.run_cycle(
-            now=utcnow(), gate=lambda: view.refusal(settings), clock=utcnow
-        )
-        print(render(report, settings.output), flush=True)
-        return report
+    def gate() -> str | None:
+        if stopping.is_set():
+            return "shutting down"
+        if not leader.is_leader:
+            return f"lost leadership ({leader.leading_lost_reason() or 'not leader'})"
+        return view.refusal(settings)
 
     def blocked() -> Blocked | None:
         refusal = view.refusal(settings)
-        return Blocked("untrusted-view", refusal) if refusal else None
+        if refusal is not None:
+            return Blocked("untrusted-view", refusal)
+        if not leader.is_leader:
+            return Blocked("not-leader", leader.leading_lost_reason() or "not leader")
+        return None
+
+    async def cycle() -> CycleReport:
+        started = time.monotonic()
+        report = await pruner.run_cycle(now=utcnow(), gate=gate, clock=utcnow)
+        metrics.observe_cycle(report, time.monotonic() - started)
+        print(render(report, settings.output), flush=True)
+        return report
 
     await run_schedule(
         cycle,
         blocked=blocked,
         schedule=Schedule(settings.interval.total_seconds(), settings.interval_jitter),
-        on_skip=lambda _block: None,
+        on_skip=metrics.cycle_skipped,
     )
 
 

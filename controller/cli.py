@@ -24,6 +24,7 @@ from controller.settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_INTERVAL,
     DEFAULT_INTERVAL_JITTER,
+    DEFAULT_LEASE_DURATION,
     DEFAULT_LEASE_NAME,
     DEFAULT_MAX_STALENESS,
     DEFAULT_METRICS_ADDRESS,
@@ -335,6 +336,14 @@ FLAGS: tuple[Flag, ...] = (
         metavar="NAMESPACE",
     ),
     Flag(
+        "lease-duration",
+        format_duration(DEFAULT_LEASE_DURATION),
+        "How long a leader that stopped renewing keeps the others waiting; it steps down after "
+        "2/3 of it without a successful renewal, and renews every 2/15 of it (15s/10s/2s).",
+        "runtime",
+        metavar="DURATION",
+    ),
+    Flag(
         "metrics-address",
         DEFAULT_METRICS_ADDRESS,
         "Listen address of the Prometheus /metrics endpoint: host:port or :port.",
@@ -562,6 +571,13 @@ def _parse_log_format(text: str, *, field: str) -> Literal["text", "json"]:
     raise ConfigError(field, f"expected one of text, json, got {text!r}")
 
 
+def _parse_lease_duration(text: str, *, field: str) -> timedelta:
+    duration = parse_duration(text, field=field)
+    if duration < timedelta(seconds=2):
+        raise ConfigError(field, f"must be at least 2s, got {text!r}")
+    return duration
+
+
 def _parse_lease_name(text: str, *, field: str) -> str:
     return check_dns_subdomain(text.strip(), field=field)
 
@@ -741,6 +757,7 @@ def _settings(
         leader_elect=leader_elect,
         lease_name=sources.get("lease-name", _parse_lease_name, DEFAULT_LEASE_NAME),
         lease_namespace=lease_namespace,
+        lease_duration=sources.get("lease-duration", _parse_lease_duration, DEFAULT_LEASE_DURATION),
         metrics_address=sources.get("metrics-address", parse_address, DEFAULT_METRICS_ADDRESS),
         log_level=log_level,
         log_format=sources.get("log-format", _parse_log_format, "text"),

@@ -19,6 +19,7 @@ DEFAULT_INTERVAL_JITTER = 0.1
 DEFAULT_CONCURRENCY = 8
 DEFAULT_MAX_STALENESS = timedelta(minutes=5)
 DEFAULT_LEASE_NAME = "kube-ecr-cleanup-controller"
+DEFAULT_LEASE_DURATION = timedelta(seconds=15)
 DEFAULT_METRICS_ADDRESS = ":8080"
 # Kinds whose pod templates protect their images even when no pod runs (scaled to zero, between
 # runs of a CronJob, mid-rollout). ControllerRevisions (StatefulSet/DaemonSet rollback history)
@@ -317,6 +318,8 @@ class Settings:
     # name of that Lease
     lease_namespace: str | None = None
     # namespace of that Lease; None = not running in a pod (the CLI reads the pod's namespace)
+    lease_duration: timedelta = DEFAULT_LEASE_DURATION
+    # how long a Lease holder that stopped renewing blocks the others (renewal deadline 2/3 of it)
     metrics_address: str = DEFAULT_METRICS_ADDRESS
     # Prometheus /metrics listen address, host:port or :port
     log_level: int = logging.INFO

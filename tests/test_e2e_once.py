@@ -9,73 +9,24 @@ single-dash flags unchanged.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-
-import pytest
 
 from controller.ecr import open_ecr, with_children_of
 from controller.policy import Rules, plan
 from controller.settings import compile_regex, parse_duration
-from sandbox.kubesim import ThreadedKubeSimulator, write_kubeconfig
-from sandbox.moto import CREDENTIALS, REGION, MotoEcr, moto_server
+from sandbox.moto import REGION
 from sandbox.scenario import (
     KEEP_FILTERS,
     KEEP_YOUNGER_THAN,
     MAX_IMAGES,
     UNSELECTED,
-    Scenario,
     controller_args,
-    seed,
 )
+from tests.worlds import World, world
+
+__all__ = ["world"]  # the fixture
 
 SELECTED_REPOS = ("shop/api", "shop/web", "batch/reports", "docker-hub/library/nginx")
-
-
-@dataclass
-class World:
-    endpoint: str
-    ecr: MotoEcr
-    kube: ThreadedKubeSimulator
-    scenario: Scenario
-    kubeconfig: str
-
-    def run(self, args: list[str]) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, **CREDENTIALS, AWS_ENDPOINT_URL_ECR=self.endpoint)
-        return subprocess.run(
-            [sys.executable, "-m", "controller", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    def state(self) -> dict[str, set[str]]:
-        return {repo: self.ecr.digests(repo) for repo in self.scenario.digests}
-
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    for key, value in CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
-    with moto_server() as endpoint:
-        # short pages: the server answers fewer items than `limit`; the LIST must follow `continue`
-        kube = ThreadedKubeSimulator(token="e2e-token", short_pages=True).start()
-        try:
-            ecr = MotoEcr(endpoint)
-            scenario = seed(ecr, kube)
-            kubeconfig = str(
-                write_kubeconfig(tmp_path / "kubeconfig", {"e2e": kube}, token="e2e-token")
-            )
-            yield World(endpoint, ecr, kube, scenario, kubeconfig)
-        finally:
-            kube.stop()
 
 
 async def expected_survivors(world: World) -> dict[str, set[str]]:

@@ -1,0 +1,94 @@
+"""A real Prometheus server (Debian's package, installed by scripts/install-prometheus) for tests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Prometheus:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def get(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=5) as response:
+            return json.loads(response.read())
+
+    def target_up(self) -> bool:
+        targets = self.get("/api/v1/targets")["data"]["activeTargets"]
+        return any(t["health"] == "up" for t in targets)
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        answer = self.get("/api/v1/query", query=promql)
+        assert answer["status"] == "success", answer
+        return list(answer["data"]["result"])
+
+    def value(self, promql: str) -> float | None:
+        """The single value of an instant query, or None when it has no result (yet)."""
+        result = self.query(promql)
+        assert len(result) <= 1, result
+        return float(result[0]["value"][1]) if result else None
+
+    def wait_for(self, promql: str, expected: float, within: float = 30.0) -> float:
+        """Poll until the query answers `expected` (scrapes come every second)."""
+        deadline = time.monotonic() + within
+        seen: float | None = None
+        while time.monotonic() < deadline:
+            seen = self.value(promql)
+            if seen == expected:
+                return seen
+            time.sleep(0.25)
+        raise AssertionError(f"{promql} = {seen}, expected {expected} within {within}s")
+
+
+@contextmanager
+def prometheus(target: str, tmp: Path) -> Iterator[Prometheus]:
+    """Start Prometheus scraping `target` (host:port) every second; yields once it is ready."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed: run scripts/install-prometheus"
+    port = free_port()
+    config = tmp / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        f"scrape_configs:\n  - job_name: ecr-cleanup\n    static_configs:\n      - targets: ['{target}']\n"
+    )
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = Prometheus(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"{server.url}/-/ready", timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "prometheus did not become ready"
+                time.sleep(0.1)
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
