@@ -28,3 +28,25 @@ def test_the_two_commands_exist() -> None:
     assert "scripts/sandbox" in text
     assert "scripts/test" in text
     assert "scripts/test" in (README.parent / ".ci" / "run").read_text()
+
+
+def test_metric_table_matches_the_registry() -> None:
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from controller.ecr import CallStats
+    from controller.inventory import InUseIndex
+    from controller.metrics import Metrics
+    from controller.trust import SourceTracker
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.watch_sources(SourceTracker(), InUseIndex(), time.monotonic, refusal=lambda: None)
+    metrics.watch_ecr(CallStats())
+    registered = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in registry.collect()
+    }
+    documented = set(re.findall(r"^\| `(ecr_cleanup_[a-z_]+)`", README.read_text(), re.MULTILINE))
+    assert documented == registered
