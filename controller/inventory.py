@@ -2,10 +2,11 @@
 
 Every watched object (a pod, or a workload whose pod template names images) contributes a
 `References` value: the digests it runs or names, and the ECR tags its spec names. The
-`InUseIndex` keeps one entry per object, keyed by (cluster, kind, uid), and reference counts
-over all of them, so a query is a dictionary lookup and an event that changes no reference
-costs no rebuild. Sources (one per cluster and kind) are marked synced after their first
-complete LIST; the pruner must not trust the view before every source is.
+`InUseIndex` keeps one entry per object, keyed by (cluster, kind, uid); equal values (the pods
+of one workload) share one stored instance, and reference counts over the distinct values make
+a query a dictionary lookup. An event that changes no reference costs no rebuild. Sources
+(one per cluster and kind) are marked synced after their first complete LIST; the pruner must
+not trust the view before every source is.
 
 Pure: no I/O, no clock. The watchers feed it; the policy reads it through `InUse`.
 """
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from functools import lru_cache
+from typing import Any, Final, Protocol, TypeVar
 
 from controller.images import (
     Digest,
@@ -90,6 +92,31 @@ class InUse(Protocol):
 
 _CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
 _STATUS_FIELDS = ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses")
+_CACHE_SIZE: Final = 4096
+
+
+_Found = tuple[Digest | None, TagRef | None]
+# what one image string contributes: its digest, and its tag when the registry is ECR
+
+
+def _found(ref: ImageRef) -> _Found:
+    digest = Digest(sys.intern(ref.digest)) if ref.digest is not None else None
+    if ref.tag is None or ref.ecr is None:
+        return digest, None
+    return digest, TagRef(RepositoryId(ref.ecr, sys.intern(ref.repository)), sys.intern(ref.tag))
+
+
+# Image strings repeat across events and across the pods of a workload: each is parsed once
+# into shared Digest and TagRef values. InvalidReference is raised again, never cached.
+@lru_cache(maxsize=_CACHE_SIZE)
+def _found_in_spec(text: str) -> _Found:
+    return _found(parse_reference(text))
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _found_in_status(text: str) -> _Found:
+    ref = parse_image_id(text)
+    return (None, None) if ref is None else _found(ref)
 
 
 class _Collector:
@@ -100,43 +127,37 @@ class _Collector:
         self.tags: set[TagRef] = set()
         self.malformed: list[str] = []
 
-    def add(self, ref: ImageRef) -> None:
-        if ref.digest is not None:
-            self.digests.add(Digest(sys.intern(ref.digest)))
-        if ref.tag is not None and ref.ecr is not None:
-            self.tags.add(
-                TagRef(RepositoryId(ref.ecr, sys.intern(ref.repository)), sys.intern(ref.tag))
-            )
-
-    def spec_image(self, value: object) -> None:
+    def image(self, value: object, parse: Callable[[str], _Found]) -> None:
         if not isinstance(value, str):
             if value is not None:
                 self.malformed.append(repr(value))
             return
         try:
-            self.add(parse_reference(value))
+            digest, tag = parse(value)
         except InvalidReference:
             self.malformed.append(value)
+            return
+        if digest is not None:
+            self.digests.add(digest)
+        if tag is not None:
+            self.tags.add(tag)
 
-    def status_image_id(self, value: object) -> None:
-        if not isinstance(value, str):
-            if value is not None:
-                self.malformed.append(repr(value))
+    def images(
+        self, obj: object, fields: tuple[str, ...], key: str, parse: Callable[[str], _Found]
+    ) -> None:
+        """The `key` string of every mapping in the lists `obj[field]`, for each field."""
+        if not (type(obj) is dict or isinstance(obj, Mapping)):
             return
-        try:
-            ref = parse_image_id(value)
-        except InvalidReference:
-            self.malformed.append(value)
-            return
-        if ref is not None:
-            self.add(ref)
+        for field in fields:
+            items = obj.get(field)
+            if isinstance(items, list):
+                for item in items:
+                    # JSON objects are dicts: the exact type check spares the ABC check
+                    if type(item) is dict or isinstance(item, Mapping):
+                        self.image(item.get(key), parse)
 
     def pod_spec(self, spec: object) -> None:
-        if not isinstance(spec, Mapping):
-            return
-        for field in _CONTAINER_FIELDS:
-            for container in _mappings(spec.get(field)):
-                self.spec_image(container.get("image"))
+        self.images(spec, _CONTAINER_FIELDS, "image", _found_in_spec)
 
     def result(self) -> Extraction:
         if not self.digests and not self.tags:
@@ -144,13 +165,6 @@ class _Collector:
         else:
             refs = References(frozenset(self.digests), frozenset(self.tags))
         return Extraction(refs, tuple(self.malformed))
-
-
-def _mappings(value: object) -> Iterator[Mapping[str, Any]]:
-    if isinstance(value, list):
-        for item in value:
-            if isinstance(item, Mapping):
-                yield item
 
 
 def _dig(obj: object, *path: str) -> object:
@@ -169,11 +183,7 @@ def extract_pod(pod: Mapping[str, Any]) -> Extraction:
     """
     collector = _Collector()
     collector.pod_spec(pod.get("spec"))
-    status = pod.get("status")
-    if isinstance(status, Mapping):
-        for field in _STATUS_FIELDS:
-            for container_status in _mappings(status.get(field)):
-                collector.status_image_id(container_status.get("imageID"))
+    collector.images(pod.get("status"), _STATUS_FIELDS, "imageID", _found_in_status)
     return collector.result()
 
 
@@ -188,12 +198,24 @@ def extract_pod_template(obj: Mapping[str, Any], *template_path: str) -> Extract
 # The index
 
 
+class _Held:
+    """One distinct `References` value in the index: the instance every holder shares."""
+
+    __slots__ = ("holders", "refs")
+
+    def __init__(self, refs: References) -> None:
+        self.refs = refs
+        self.holders = 0
+
+
 class InUseIndex:
     """References of every watched object, with reference counts for O(1) queries."""
 
     def __init__(self) -> None:
         self._objects: dict[SourceKey, dict[str, References]] = {}
         self._synced: set[SourceKey] = set()
+        self._held: dict[References, _Held] = {}
+        # each distinct value stored once; the counters below count values, not objects
         self._digests: Counter[Digest] = Counter()
         self._tags: Counter[TagRef] = Counter()
         self._generation = 0
@@ -231,10 +253,9 @@ class InUseIndex:
         old = objects.get(uid)
         if old == refs:
             return False
-        objects[uid] = refs
+        objects[uid] = self._acquire(refs)
         if old is not None:
             self._release(old)
-        self._acquire(refs)
         self._generation += 1
         return True
 
@@ -254,9 +275,7 @@ class InUseIndex:
         references are counted before the old ones are released, so no query ever sees a
         partly empty index, not even between two statements.
         """
-        new = dict(objects)
-        for refs in new.values():
-            self._acquire(refs)
+        new = {uid: self._acquire(refs) for uid, refs in objects.items()}
         old = self._objects.get(source, {})
         for refs in old.values():
             self._release(refs)
@@ -268,13 +287,23 @@ class InUseIndex:
         """A source lost its view and must LIST again before it can be trusted."""
         self._synced.discard(source)
 
-    def _acquire(self, refs: References) -> None:
-        self._digests.update(refs.digests)
-        self._tags.update(refs.tags)
+    def _acquire(self, refs: References) -> References:
+        """Count one more holder of `refs`; returns the shared instance equal to it."""
+        held = self._held.get(refs)
+        if held is None:
+            held = self._held[refs] = _Held(refs)
+            self._digests.update(refs.digests)
+            self._tags.update(refs.tags)
+        held.holders += 1
+        return held.refs
 
     def _release(self, refs: References) -> None:
-        _decrement(self._digests, refs.digests)
-        _decrement(self._tags, refs.tags)
+        held = self._held[refs]
+        held.holders -= 1
+        if not held.holders:
+            del self._held[refs]
+            _decrement(self._digests, refs.digests)
+            _decrement(self._tags, refs.tags)
 
     # -- queries ------------------------------------------------------------------------------
 
