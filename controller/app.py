@@ -36,7 +36,7 @@ from controller.report import render
 from controller.scheduling import Blocked, Schedule, run_schedule
 from controller.serving import serve
 from controller.settings import Settings
-from controller.sources import KINDS, SourceError, list_kind
+from controller.sources import KINDS, SourceError
 from controller.trust import SourceTracker
 from controller.watching import Watcher
 
@@ -92,36 +92,36 @@ class View:
 async def list_everything(
     view: View, clusters: list[Cluster], keys: list[SourceKey], *, concurrency: int = 8
 ) -> None:
-    """LIST every source once into the view (for --once)."""
+    """LIST every source once into the view (for --once); a failure leaves its source unsynced."""
     by_name = {c.name: c for c in clusters}
     limiter = anyio.CapacityLimiter(concurrency)
 
-    async def one(key: SourceKey) -> None:
+    async def one(watcher: Watcher) -> None:
         async with limiter:
             try:
-                listed = await list_kind(
-                    by_name[key.cluster], KINDS[key.kind], key.namespace or None
+                await watcher.list_once()
+            except (SourceError, TimeoutError) as exc:
+                status = exc.status if isinstance(exc, SourceError) else None
+                view.tracker.disconnected(
+                    watcher.source, time.monotonic(), str(exc), status_code=status
                 )
-            except SourceError as exc:
-                view.tracker.disconnected(key, time.monotonic(), str(exc), status_code=exc.status)
-                log.error("cannot list %s: %s", key, exc, extra={"source": str(key)})
-                return
-            view.index.replace(key, listed.objects)
-            view.tracker.listed(key, time.monotonic())
-            log.info(
-                "listed %s: %d objects in %d page(s)",
-                key,
-                len(listed.objects),
-                listed.pages,
-                extra={"source": str(key)},
-            )
+                log.error(
+                    "cannot list %s: %s", watcher.source, exc, extra={"source": str(watcher.source)}
+                )
 
-    for key in keys:
-        view.index.register(key)
-        view.tracker.register(key)
+    watchers = [
+        Watcher(
+            by_name[key.cluster],
+            KINDS[key.kind],
+            key.namespace,
+            index=view.index,
+            tracker=view.tracker,
+        )
+        for key in keys
+    ]
     async with anyio.create_task_group() as tg:
-        for key in keys:
-            tg.start_soon(one, key)
+        for watcher in watchers:
+            tg.start_soon(one, watcher)
 
 
 def prune_options(settings: Settings) -> PruneOptions:

@@ -364,7 +364,7 @@ class _SourceCollector:
             f.events.add_metric(labels, status.events)
             f.restarts.add_metric(labels, status.restarts)
             f.relists.add_metric(labels, status.relists)
-            f.synced.add_metric(labels, 1 if status.synced else 0)
+            f.synced.add_metric(labels, 1 if self._index.is_synced(source) else 0)
             f.connected.add_metric(labels, 1 if status.connected else 0)
             f.denied.add_metric(labels, 1 if status.denied is not None else 0)
             f.staleness.add_metric(labels, self._tracker.staleness(source, now))

@@ -16,8 +16,6 @@ from controller.inventory import InUseIndex, SourceKey
 
 @dataclass(slots=True)
 class SourceStatus:
-    synced: bool = False
-    # completed a LIST since the last time its view was lost
     connected: bool = False
     # a watch stream (or, for --once, the LIST itself) is current
     since: float | None = None
@@ -28,8 +26,13 @@ class SourceStatus:
     events: int = 0
     restarts: int = 0
     # watch streams (re)opened
-    relists: int = 0
-    # LISTs after the first (410 Gone, or a lost view)
+    lists: int = 0
+    # complete LISTs; whether the source is synced is the index's to say
+
+    @property
+    def relists(self) -> int:
+        """LISTs after the first (after a 410 Gone)."""
+        return max(0, self.lists - 1)
 
 
 class SourceTracker:
@@ -41,18 +44,13 @@ class SourceTracker:
     def register(self, source: SourceKey) -> SourceStatus:
         return self.sources.setdefault(source, SourceStatus())
 
-    _get = register
-
     def listed(self, source: SourceKey, now: float) -> None:
-        status = self._get(source)
-        if status.synced:
-            status.relists += 1
-        status.synced = True
-        status.denied = None
+        """A LIST completed (the caller has just replaced the source in the index)."""
+        self.register(source).lists += 1
         self.connected(source, now)
 
     def connected(self, source: SourceKey, now: float) -> None:
-        status = self._get(source)
+        status = self.register(source)
         status.denied = None
         status.last_error = ""
         if not status.connected:
@@ -62,7 +60,7 @@ class SourceTracker:
     def disconnected(
         self, source: SourceKey, now: float, error: str, *, status_code: int | None = None
     ) -> None:
-        status = self._get(source)
+        status = self.register(source)
         status.last_error = error
         if status_code in (401, 403):
             status.denied = status_code
@@ -70,24 +68,22 @@ class SourceTracker:
             status.connected = False
             status.since = now
 
-    def lost_view(self, source: SourceKey) -> None:
-        """The source must LIST again before its view counts (e.g. after 410 Gone)."""
-        self._get(source).synced = False
-
     def staleness(self, source: SourceKey, now: float) -> float:
         """Seconds since the source's view was last known current (0 while connected)."""
-        status = self._get(source)
+        status = self.register(source)
         if status.connected:
             return 0.0
         return now - status.since if status.since is not None else float("inf")
 
-    def problems(self, now: float, *, max_staleness: float) -> dict[SourceKey, str]:
+    def problems(
+        self, index: InUseIndex, now: float, *, max_staleness: float
+    ) -> dict[SourceKey, str]:
         """Why each untrusted source is untrusted."""
         found: dict[SourceKey, str] = {}
         for source, status in self.sources.items():
             if status.denied is not None:
                 found[source] = f"answers {status.denied}: {status.last_error}"
-            elif not status.synced:
+            elif not index.is_synced(source):
                 found[source] = "initial LIST not complete" + (
                     f" ({status.last_error})" if status.last_error else ""
                 )
@@ -102,7 +98,7 @@ class SourceTracker:
         self, index: InUseIndex, now: float, *, max_staleness: float, allow_empty: bool
     ) -> str | None:
         """Why deleting must not happen now, or None. Checked before every delete call."""
-        problems = self.problems(now, max_staleness=max_staleness)
+        problems = self.problems(index, now, max_staleness=max_staleness)
         if problems:
             return "; ".join(
                 f"{source}: {why}"

@@ -184,7 +184,7 @@ class Watcher:
         while True:
             try:
                 if self.version is None:
-                    self.version = await self._list()
+                    self.version = await self.list_once()
                 await self._watch()
                 backoff.reset()
             except Expired as exc:
@@ -222,7 +222,8 @@ class Watcher:
                 )
                 await anyio.sleep(delay)
 
-    async def _list(self) -> str:
+    async def list_once(self) -> str:
+        """LIST the source and replace its entries in the index; returns the list's version."""
         with anyio.fail_after(self.options.list_timeout):
             listed = await list_kind(self.cluster, self.kind, self.namespace or None)
         self.index.replace(self.source, listed.objects)

@@ -127,7 +127,7 @@ async def test_410_mid_stream_relists_with_no_gap(harness: Harness) -> None:
     await eventually(lambda: harness.index.digest_in_use(digest(2)))
     assert gaps == 0
     assert harness.tracker.sources[PODS].relists == 1
-    assert watcher.status.synced
+    assert harness.index.is_synced(watcher.source)
 
 
 async def test_deletes_during_a_disconnection_are_observed_after_the_relist(
