@@ -361,6 +361,7 @@ class Settings:
             "leader_elect": self.leader_elect,
             "lease_name": self.lease_name,
             "lease_namespace": self.lease_namespace,
+            "lease_duration": format_duration(self.lease_duration),
             "metrics_address": self.metrics_address,
             "log_level": logging.getLevelName(self.log_level),
             "log_format": self.log_format,

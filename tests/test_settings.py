@@ -532,3 +532,10 @@ def test_describe_is_plain_json() -> None:
     assert described["protect_workloads"] == ["deployments", "jobs"]
     assert described["log_level"] == "DEBUG"
     assert Settings(repositories=RepositorySelection(("a",))).describe()["namespaces"] == "ALL"
+
+
+def test_describe_names_every_setting() -> None:
+    import dataclasses
+
+    described = Settings(repositories=RepositorySelection(("a",))).describe()
+    assert set(described) == {f.name for f in dataclasses.fields(Settings)}
