@@ -296,13 +296,6 @@ async def _cycles(
 ) -> None:
     pruner = Pruner(ecr, view.index, prune_options(settings))
 
-    def gate() -> str | None:
-        if stopping.is_set():
-            return "shutting down"
-        if not leader.is_leader:
-            return f"lost leadership ({leader.leading_lost_reason() or 'not leader'})"
-        return view.refusal(settings)
-
     def blocked() -> Blocked | None:
         refusal = view.refusal(settings)
         if refusal is not None:
@@ -310,6 +303,13 @@ async def _cycles(
         if not leader.is_leader:
             return Blocked("not-leader", leader.leading_lost_reason() or "not leader")
         return None
+
+    def gate() -> str | None:
+        """Checked before every delete call: the same conditions, plus shutdown."""
+        if stopping.is_set():
+            return "shutting down"
+        block = blocked()
+        return f"{block.reason}: {block.detail}" if block else None
 
     async def cycle() -> CycleReport:
         started = time.monotonic()
