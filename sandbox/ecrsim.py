@@ -1297,8 +1297,8 @@ class _HttpFront:
         )
 
 
-class EcrSimulator(EcrRegistry):
-    """The simulator served on the running event loop: ``async with EcrSimulator() as sim``."""
+class _Served(EcrRegistry):
+    """A registry with an HTTP front; the subclasses decide which event loop serves it."""
 
     def __init__(
         self,
@@ -1323,6 +1323,10 @@ class EcrSimulator(EcrRegistry):
         if self._front.endpoint_url is None:
             raise RuntimeError("the ECR simulator is not started")
         return self._front.endpoint_url
+
+
+class EcrSimulator(_Served):
+    """The simulator served on the running event loop: ``async with EcrSimulator() as sim``."""
 
     async def start(self) -> None:
         await self._front.start()
@@ -1343,7 +1347,7 @@ class EcrSimulator(EcrRegistry):
         await self.close()
 
 
-class ThreadedEcrSimulator(EcrRegistry):
+class ThreadedEcrSimulator(_Served):
     """The simulator served from its own thread and event loop.
 
     For tests whose client is not on the test's loop (e.g. the controller run as a
@@ -1351,31 +1355,8 @@ class ThreadedEcrSimulator(EcrRegistry):
     ``with ThreadedEcrSimulator() as sim``.
     """
 
-    def __init__(
-        self,
-        *,
-        account: str = "123456789012",
-        region: str = "us-east-1",
-        host: str = "127.0.0.1",
-        port: int = 0,
-        clock: Callable[[], datetime] | None = None,
-        batch_get_records_pull: bool = False,
-    ) -> None:
-        super().__init__(
-            account=account,
-            region=region,
-            clock=clock,
-            batch_get_records_pull=batch_get_records_pull,
-        )
-        self._front = _HttpFront(self, host, port)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def endpoint_url(self) -> str:
-        if self._front.endpoint_url is None:
-            raise RuntimeError("the ECR simulator is not started")
-        return self._front.endpoint_url
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
 
     def start(self, timeout: float = 10.0) -> None:
         if self._thread is not None:
