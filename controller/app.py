@@ -1,5 +1,11 @@
 """The composition root: builds the clusters, the in-use index, the ECR gateway and the pruner,
-and runs them in one anyio task group until done (`--once`) or until SIGTERM/SIGINT."""
+and runs them in one anyio task group until done (`--once`) or until SIGTERM/SIGINT.
+
+Shutdown, in order: a signal sets `stopping`; no delete call starts after that (the gate says
+"shutting down"), a delete call in flight finishes within its bound, and the cycle ends with
+a partial report. Only then do the watchers stop and the leader release its Lease, so that a
+standby can never start deleting while this replica's last delete call is still in flight.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,16 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import TextIO
 
+import aiohttp
 import anyio
+import anyio.abc
 from prometheus_client import (
     CollectorRegistry,
     GCCollector,
@@ -26,16 +34,16 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from controller.clusters import Cluster, ClusterConfigError, connect
-from controller.ecr import AioEcr, open_ecr
+from controller.clusters import Cluster, connect
+from controller.ecr import AioEcr, known_region, open_ecr
 from controller.inventory import InUseIndex, SourceKey
 from controller.leadership import AlwaysLeader, ElectionConfig, LeaderElector
 from controller.metrics import Metrics
 from controller.pruning import CycleReport, PruneOptions, Pruner
 from controller.report import render
-from controller.scheduling import Blocked, Schedule, run_schedule
-from controller.serving import serve
-from controller.settings import Settings
+from controller.scheduling import NOT_LEADER, UNTRUSTED_VIEW, Blocked, Schedule, run_schedule
+from controller.serving import listen, serve
+from controller.settings import ConfigError, Settings
 from controller.sources import KINDS, SourceError
 from controller.trust import SourceTracker
 from controller.watching import Watcher
@@ -43,6 +51,7 @@ from controller.watching import Watcher
 log = logging.getLogger(__name__)
 
 GO_DEFAULT_REGION = "us-east-1"  # the Go controller's default, kept for unchanged Deployments
+SHUTTING_DOWN = "shutting down"
 
 
 def utcnow() -> datetime:
@@ -85,8 +94,13 @@ class View:
             self.index,
             time.monotonic(),
             max_staleness=settings.max_staleness.total_seconds(),
-            allow_empty=settings.allow_empty,
+            may_be_empty=settings.may_be_empty,
         )
+
+
+LIST_FAILURES = (SourceError, TimeoutError, aiohttp.ClientError, OSError, ValueError)
+"""What a LIST of a source can fail with: an API error, a timeout, a connection that cannot be
+made (refused, DNS, TLS), or a server address that is not a URL."""
 
 
 async def list_everything(
@@ -100,13 +114,19 @@ async def list_everything(
         async with limiter:
             try:
                 await watcher.list_once()
-            except (SourceError, TimeoutError) as exc:
+            except LIST_FAILURES as exc:
                 status = exc.status if isinstance(exc, SourceError) else None
+                reason = (
+                    str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
+                )
                 view.tracker.disconnected(
-                    watcher.source, time.monotonic(), str(exc), status_code=status
+                    watcher.source, time.monotonic(), reason, status_code=status
                 )
                 log.error(
-                    "cannot list %s: %s", watcher.source, exc, extra={"source": str(watcher.source)}
+                    "cannot list %s: %s",
+                    watcher.source,
+                    reason,
+                    extra={"source": str(watcher.source)},
                 )
 
     watchers = [
@@ -125,11 +145,15 @@ async def list_everything(
 
 
 def prune_options(settings: Settings) -> PruneOptions:
+    def unused_overrides(names: Sequence[str]) -> list[str]:
+        return [f"repositories[{i}] {o.pattern!r}" for i, o in settings.unused_overrides(names)]
+
     return PruneOptions(
         selection=settings.repositories,
         rules_for=settings.rules_for,
         dry_run=settings.dry_run,
         concurrency=settings.concurrency,
+        unused_overrides=unused_overrides,
     )
 
 
@@ -141,21 +165,59 @@ def open_clusters(settings: Settings) -> AbstractAsyncContextManager[list[Cluste
     )
 
 
+def check_clusters(settings: Settings, clusters: list[Cluster]) -> None:
+    """Settings that name clusters must name connected ones (known only once connected)."""
+    names = {c.name for c in clusters}
+    unknown = [c for c in settings.allow_empty_clusters if c not in names]
+    if unknown:
+        raise ConfigError(
+            "--allow-empty-clusters",
+            f"{', '.join(unknown)} is not a watched cluster (watched: {', '.join(sorted(names))})",
+        )
+
+
 def open_registry(settings: Settings) -> AbstractAsyncContextManager[AioEcr]:
+    region = resolve_region(settings)
+    if not known_region(region):
+        log.warning(
+            "region %s is not known to the installed botocore; using it anyway (new regions "
+            "appear before the SDK knows them)",
+            region,
+        )
     return open_ecr(
-        region=resolve_region(settings),
+        region=region,
         registry_id=settings.registry_id,
         concurrency=settings.concurrency,
     )
 
 
+def gate_for(view: View, settings: Settings, stopping: anyio.Event) -> Callable[[], str | None]:
+    def gate() -> str | None:
+        if stopping.is_set():
+            return SHUTTING_DOWN
+        return view.refusal(settings)
+
+    return gate
+
+
 async def run_once(
-    settings: Settings, *, out: TextIO = sys.stdout, clock: Callable[[], datetime] = utcnow
+    settings: Settings,
+    stopping: anyio.Event,
+    *,
+    out: TextIO = sys.stdout,
+    clock: Callable[[], datetime] = utcnow,
 ) -> int:
-    """LIST the clusters, prune once, print the report. 0 when all went well, 1 otherwise."""
+    """LIST the clusters, prune once, print the report. 0 when all went well, 1 otherwise.
+
+    A signal stops it early: no delete call starts, one in flight finishes, and the partial
+    report is printed (exit 1)."""
     view = View()
+    gate = gate_for(view, settings, stopping)
     async with open_clusters(settings) as clusters:
-        await list_everything(view, clusters, source_keys(settings, clusters))
+        check_clusters(settings, clusters)
+        await until_stopped(
+            stopping, partial(list_everything, view, clusters, source_keys(settings, clusters))
+        )
     log.info(
         "in use: %d digests across %d objects",
         view.index.digests_in_use(),
@@ -163,20 +225,23 @@ async def run_once(
     )
     async with open_registry(settings) as ecr:
         report = await Pruner(ecr, view.index, prune_options(settings)).run_cycle(
-            now=clock(), gate=lambda: view.refusal(settings), clock=clock
+            now=clock(), gate=gate, clock=clock, stop=stopping
         )
     print(render(report, settings.output), file=out, flush=True)
     return 0 if report.ok else 1
 
 
-async def watch_signals(stopping: anyio.Event, scope: anyio.CancelScope) -> None:
-    """SIGTERM/SIGINT: start no new delete call, let an in-flight one finish, then stop everything."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
-        async for signum in received:
-            log.info("received %s, shutting down", signal.Signals(signum).name)
-            stopping.set()
-            scope.cancel()
-            return
+async def until_stopped(stopping: anyio.Event, fn: Callable[[], Awaitable[None]]) -> None:
+    """Run `fn`, cancelled if `stopping` is set first."""
+    async with anyio.create_task_group() as tg:
+
+        async def stopper() -> None:
+            await stopping.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(stopper)
+        await fn()
+        tg.cancel_scope.cancel()
 
 
 def lease_identity() -> str:
@@ -235,54 +300,98 @@ def readiness(view: View) -> str | None:
     return "not synced: " + ", ".join(str(s) for s in unsynced) if unsynced else None
 
 
-async def run_service(settings: Settings) -> int:
-    """Watch the clusters, serve /metrics, and (as leader) prune every interval, until SIGTERM."""
-    view = View()
-    disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
-    registry = CollectorRegistry()
-    for collector in (ProcessCollector, PlatformCollector, GCCollector):
-        collector(registry=registry)
-    metrics = Metrics(registry)
-    metrics.watch_sources(
-        view.tracker, view.index, time.monotonic, refusal=lambda: view.refusal(settings)
-    )
-    stopping = anyio.Event()
-    liveness = Liveness()
-    async with (
-        open_clusters(settings) as clusters,
-        open_registry(settings) as ecr,
-        anyio.create_task_group() as tg,
-    ):
-        metrics.watch_ecr(ecr.stats)
-        leader = elector(settings, clusters, metrics)
-        port = await tg.start(
-            partial(
-                serve,
-                settings.metrics_address,
-                registry=registry,
-                healthy=liveness.healthy,
-                ready=lambda: readiness(view),
-            )
+async def run_service(settings: Settings, stopping: anyio.Event) -> int:
+    """Watch the clusters, serve /metrics, and (as leader) prune every interval, until stopped."""
+    return await Service(settings, stopping).run()
+
+
+@dataclass
+class Service:
+    """The long-running controller: watchers, scheduler, HTTP server and leader election."""
+
+    settings: Settings
+    stopping: anyio.Event
+    view: View = field(default_factory=View)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    liveness: Liveness = field(default_factory=Liveness)
+
+    def __post_init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=self.registry)
+        self.metrics = Metrics(self.registry)
+        self.metrics.watch_sources(
+            self.view.tracker,
+            self.view.index,
+            time.monotonic,
+            refusal=lambda: self.view.refusal(self.settings),
         )
-        log.info("serving /metrics, /healthz and /readyz on port %s", port)
-        by_name = {c.name: c for c in clusters}
-        for key in source_keys(settings, clusters):
-            watcher = Watcher(
-                by_name[key.cluster],
-                KINDS[key.kind],
-                key.namespace,
-                index=view.index,
-                tracker=view.tracker,
+
+    async def run(self) -> int:
+        address = self.settings.metrics_address
+        try:
+            sock = await listen(address)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ConfigError(
+                "--metrics-address", f"cannot listen on {address}: {reason}"
+            ) from None
+        with sock:
+            async with (
+                open_clusters(self.settings) as clusters,
+                open_registry(self.settings) as ecr,
+            ):
+                check_clusters(self.settings, clusters)
+                self.metrics.watch_ecr(ecr.stats)
+                await self._serve_and_prune(clusters, ecr, sock)
+        log.info("stopped")
+        return 0
+
+    async def _serve_and_prune(
+        self, clusters: list[Cluster], ecr: AioEcr, sock: socket.socket
+    ) -> None:
+        settings, view = self.settings, self.view
+        async with anyio.create_task_group() as outer:
+            leader = elector(settings, clusters, self.metrics)
+            port = await outer.start(
+                partial(
+                    serve,
+                    sock,
+                    registry=self.registry,
+                    healthy=self.liveness.healthy,
+                    ready=lambda: readiness(view),
+                )
             )
-            tg.start_soon(liveness.keep, f"watch {key}", watcher.run, name=f"watch {key}")
-        tg.start_soon(leader.run, name="leader election")
-        tg.start_soon(watch_signals, stopping, tg.cancel_scope, name="signals")
-        cycles = partial(
-            _cycles, settings, view, ecr, metrics=metrics, leader=leader, stopping=stopping
-        )
-        tg.start_soon(liveness.keep, "scheduler", cycles, name="scheduler")
-    log.info("stopped")
-    return 0
+            log.info("serving /metrics, /healthz and /readyz on port %s", port)
+            outer.start_soon(leader.run, name="leader election")
+            async with anyio.create_task_group() as inner:
+                by_name = {c.name: c for c in clusters}
+                for key in source_keys(settings, clusters):
+                    watcher = Watcher(
+                        by_name[key.cluster],
+                        KINDS[key.kind],
+                        key.namespace,
+                        index=view.index,
+                        tracker=view.tracker,
+                    )
+                    name = f"watch {key}"
+                    inner.start_soon(self.liveness.keep, name, watcher.run, name=name)
+
+                async def scheduler() -> None:
+                    await _cycles(
+                        settings,
+                        view,
+                        ecr,
+                        metrics=self.metrics,
+                        leader=leader,
+                        stopping=self.stopping,
+                    )
+                    inner.cancel_scope.cancel()  # stopping: the watchers are no longer needed
+
+                inner.start_soon(self.liveness.keep, "scheduler", scheduler, name="scheduler")
+            # the scheduler returned: no delete call is in flight any more, so the Lease can go
+            log.info("no delete call in flight; stopping leader election and the HTTP server")
+            outer.cancel_scope.cancel()
 
 
 async def _cycles(
@@ -299,21 +408,23 @@ async def _cycles(
     def blocked() -> Blocked | None:
         refusal = view.refusal(settings)
         if refusal is not None:
-            return Blocked("untrusted-view", refusal)
+            return Blocked(UNTRUSTED_VIEW, refusal)
         if not leader.is_leader:
-            return Blocked("not-leader", leader.leading_lost_reason() or "not leader")
+            return Blocked(
+                NOT_LEADER, leader.leading_lost_reason() or "not leader", expected=leader.standby
+            )
         return None
 
     def gate() -> str | None:
         """Checked before every delete call: the same conditions, plus shutdown."""
         if stopping.is_set():
-            return "shutting down"
+            return SHUTTING_DOWN
         block = blocked()
         return f"{block.reason}: {block.detail}" if block else None
 
     async def cycle() -> CycleReport:
         started = time.monotonic()
-        report = await pruner.run_cycle(now=utcnow(), gate=gate, clock=utcnow)
+        report = await pruner.run_cycle(now=utcnow(), gate=gate, clock=utcnow, stop=stopping)
         metrics.observe_cycle(report, time.monotonic() - started)
         print(render(report, settings.output), flush=True)
         return report
@@ -323,14 +434,57 @@ async def _cycles(
         blocked=blocked,
         schedule=Schedule(settings.interval.total_seconds(), settings.interval_jitter),
         on_skip=metrics.cycle_skipped,
+        stopping=stopping,
     )
 
 
-def run(settings: Settings) -> int:
-    """Entry from the CLI: run to completion and return the exit status."""
-    main = run_once if settings.once else run_service
+async def _main(settings: Settings, early_signal: Callable[[], int | None]) -> int:
+    stopping = anyio.Event()
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        received = early_signal()
+        if received is not None:  # arrived during start-up, before this receiver existed
+            log.info("received %s during start-up, shutting down", signal.Signals(received).name)
+            stopping.set()
+        async with anyio.create_task_group() as tg:
+
+            async def on_signals() -> None:
+                async for signum in signals:
+                    log.info(
+                        "received %s: no new delete call; shutting down",
+                        signal.Signals(signum).name,
+                    )
+                    stopping.set()
+
+            tg.start_soon(on_signals, name="signals")
+            main = run_once if settings.once else run_service
+            status = await main(settings, stopping)
+            tg.cancel_scope.cancel()
+    return status
+
+
+def run(settings: Settings, *, early_signal: Callable[[], int | None] = lambda: None) -> int:
+    """Entry from the CLI: run to completion and return the exit status.
+
+    `early_signal` tells which SIGTERM/SIGINT arrived before the event loop took signals over.
+    A configuration problem found at start-up (a kubeconfig, a context, a profile, an address
+    in use) is one line on stderr and exit status 2."""
     try:
-        return anyio.run(main, settings, backend="asyncio")
-    except ClusterConfigError as exc:
-        print(f"kube-ecr-cleanup-controller: error: {exc}", file=sys.stderr)
+        return anyio.run(_main, settings, early_signal, backend="asyncio")
+    except (ConfigError, BaseExceptionGroup) as exc:
+        error = _config_error(exc)
+        if error is None:
+            raise
+        print(f"kube-ecr-cleanup-controller: error: {error}", file=sys.stderr)
         return 2
+
+
+def _config_error(exc: BaseException) -> ConfigError | None:
+    """The ConfigError in `exc`, also from inside the exception groups of task groups."""
+    if isinstance(exc, ConfigError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _config_error(inner)
+            if found is not None:
+                return found
+    return None

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, NoReturn, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -36,6 +38,8 @@ from controller.settings import (
     Settings,
     check_dns_label,
     check_dns_subdomain,
+    check_glob,
+    check_overrides_selected,
     compile_regex,
     format_duration,
     parse_address,
@@ -47,6 +51,7 @@ from controller.settings import (
     parse_namespaces,
     parse_positive_int,
     parse_workload_kinds,
+    split_regexes,
 )
 
 PROG = "kube-ecr-cleanup-controller"
@@ -121,7 +126,7 @@ FLAGS: tuple[Flag, ...] = (
         "interval",
         str(DEFAULT_INTERVAL // timedelta(minutes=1)),
         "Time between cleanup cycles: minutes as an integer, as in the Go controller, "
-        "or a duration such as 90s or 1h.",
+        "or a duration such as 90s or 1h; at least 1s.",
         "go",
         metavar="MINUTES",
     ),
@@ -161,7 +166,9 @@ FLAGS: tuple[Flag, ...] = (
         "keep-filters",
         "",
         "Comma-separated regular expressions; an image with a tag matching any of them "
-        "(unanchored search) is kept. A regex containing a comma needs --config.",
+        "(unanchored search) is kept. Commas inside {}, [] or () and escaped commas (\\,) "
+        "belong to the regex: '^release-[0-9]{1,3}$' is one filter (the Go controller split "
+        "it in two).",
         "go",
         metavar="REGEXES",
     ),
@@ -282,11 +289,28 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "allow-empty",
         "false",
-        "SAFETY: delete even when no pod at all is in scope. By default an empty view stops "
-        "deletion, as it usually means a wrong namespace, context or credentials.",
+        "SAFETY: delete even when a cluster, or a namespace of -namespaces, has no pod at all. "
+        "By default every cluster and every listed namespace must have a pod, as an empty one "
+        "usually means a typo, a wrong context or credentials that see nothing.",
         "kubernetes",
         kind="bool",
         metavar="BOOL",
+    ),
+    Flag(
+        "allow-empty-namespaces",
+        "",
+        "SAFETY: namespaces of -namespaces that may have no pod (say, only CronJobs between "
+        "runs); the others must still have one.",
+        "kubernetes",
+        metavar="NAMESPACES",
+    ),
+    Flag(
+        "allow-empty-clusters",
+        "",
+        "SAFETY: --kube-context clusters that may have no pod at all; the others must still "
+        "have one.",
+        "kubernetes",
+        metavar="CONTEXTS",
     ),
     Flag(
         "max-staleness",
@@ -299,7 +323,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "concurrency",
         str(DEFAULT_CONCURRENCY),
-        "Repositories processed at once.",
+        "Repositories processed at once, from 1 to 256.",
         "runtime",
         metavar="N",
     ),
@@ -355,10 +379,21 @@ FLAGS: tuple[Flag, ...] = (
 
 _FLAGS_BY_NAME = {flag.name: flag for flag in FLAGS}
 _HELP_OPTIONS = ("-h", "-help", "--help")
+_VERSION_OPTIONS = ("-version", "--version")
 _OPTION_STRINGS = frozenset(
     {spelling for flag in FLAGS for spelling in (f"-{flag.name}", f"--{flag.name}")}
     | set(_HELP_OPTIONS)
+    | set(_VERSION_OPTIONS)
 )
+_BOOL_SPELLINGS = frozenset(
+    spelling
+    for flag in FLAGS
+    if flag.kind == "bool"
+    for spelling in (f"-{flag.name}", f"--{flag.name}")
+)
+_BOOL_WORDS = frozenset({"1", "0", "t", "f", "true", "false", "yes", "no", "on", "off"})
+MAX_CONCURRENCY = 256
+MIN_INTERVAL = timedelta(seconds=1)
 _NEGATIVE_NUMBER = re.compile(r"-[0-9]+|-[0-9]*\.[0-9]+")  # argparse treats these as values
 
 _DESCRIPTION = """\
@@ -368,6 +403,10 @@ args keep working. Every flag is spelled -flag or --flag, with -flag=value or -f
 and can also be set by the environment variable shown (command line > environment > default).
 """
 _EPILOG = """\
+example:
+  kube-ecr-cleanup-controller -repos='team-*' -max-images=200 -dry-run=false
+  (boolean flags take their value after '=': write -dry-run=false, never -dry-run false)
+
 safety:
   Nothing is deleted until you pass -dry-run=false (ECR_CLEANUP_DRY_RUN=false).
   Images used by pods or by the pod templates of --protect-workloads kinds, in the namespaces
@@ -403,6 +442,9 @@ def _build_parser() -> _ArgumentParser:
         exit_on_error=False,
     )
     parser.add_argument(*_HELP_OPTIONS, dest="help", action="store_true", help="Show this help.")
+    parser.add_argument(
+        *_VERSION_OPTIONS, dest="version", action="store_true", help="Print the version and exit."
+    )
     groups = {group: parser.add_argument_group(title) for group, title in _GROUP_TITLES.items()}
     for flag in FLAGS:
         default = f"default: {flag.default}" if flag.default else "default: unset"
@@ -438,7 +480,8 @@ def _parse_command_line(argv: Sequence[str]) -> argparse.Namespace:
     argparse (3.11) matches single-dash options by prefix even with allow_abbrev=False, so every
     token argparse would read as an option is checked against the exact spellings first.
     """
-    for token in argv:
+    tokens = list(argv)
+    for position, token in enumerate(tokens):
         if token == "--":
             break
         if not token.startswith("-") or token == "-" or _NEGATIVE_NUMBER.fullmatch(token):
@@ -446,8 +489,25 @@ def _parse_command_line(argv: Sequence[str]) -> argparse.Namespace:
         name = token.split("=", 1)[0]
         if name not in _OPTION_STRINGS and " " not in token:
             raise ConfigError(name, "unknown flag (see --help)")
+        if token in _BOOL_SPELLINGS:
+            following = tokens[position + 1] if position + 1 < len(tokens) else None
+            if following is not None and following.strip().lower() in _BOOL_WORDS:
+                raise ConfigError(
+                    token,
+                    f"a boolean flag takes its value after '=': write {token}={following} "
+                    f"(Go reads '{token} {following}' as {token}=true and ignores every flag "
+                    "after it)",
+                )
+            if following is not None and following != "--" and not following.startswith("-"):
+                raise ConfigError(
+                    token,
+                    f"a boolean flag takes its value after '=', and {following!r} is not a "
+                    f"flag: write {token}=true or {token}=false",
+                )
+            # alone, a boolean flag means true; the next word is never its value
+            tokens[position] = f"{token}=true"
     try:
-        namespace, extra = _build_parser().parse_known_args(list(argv))
+        namespace, extra = _build_parser().parse_known_args(tokens)
     except argparse.ArgumentError as error:
         name = (error.argument_name or "command line").split("/")[0]
         raise ConfigError(name, error.message) from None
@@ -502,27 +562,65 @@ def _parse_names(text: str, *, field: str) -> tuple[str, ...]:
     return parse_list(text)
 
 
+def _parse_globs(text: str, *, field: str) -> tuple[str, ...]:
+    return tuple(check_glob(pattern, field=field) for pattern in parse_list(text))
+
+
 def _parse_regexes(text: str, *, field: str) -> tuple[re.Pattern[str], ...]:
-    return tuple(compile_regex(pattern, field=field) for pattern in parse_list(text))
-
-
-def _parse_optional_text(text: str, *, field: str) -> str | None:
-    return text.strip() or None
+    try:
+        patterns = split_regexes(text)
+    except ValueError as error:
+        raise ConfigError(field, f"{text!r}: {error}") from None
+    return tuple(compile_regex(pattern, field=field) for pattern in patterns)
 
 
 def _parse_interval(text: str, *, field: str) -> timedelta:
-    """Go's -interval: minutes as an integer; a duration (90s, 1h) is accepted too."""
+    """Go's -interval: minutes as an integer; a duration (90s, 1h) is accepted too; >= 1s."""
     value = text.strip()
     if re.fullmatch(r"[+-]?[0-9]+", value, re.ASCII):
         return timedelta(minutes=parse_positive_int(value, field=field))
     try:
-        return parse_duration(value, field=field)
+        interval = parse_duration(value, field=field)
     except ConfigError:
         raise ConfigError(
             field,
             f"expected minutes as an integer (e.g. 30) or a duration such as 90s or 1h, "
             f"got {text!r}",
         ) from None
+    if interval < MIN_INTERVAL:
+        raise ConfigError(
+            field,
+            f"must be at least 1s, got {text!r} (every cycle lists every repository; "
+            "production intervals are minutes or hours)",
+        )
+    return interval
+
+
+def _parse_concurrency(text: str, *, field: str) -> int:
+    number = parse_positive_int(text, field=field)
+    if number > MAX_CONCURRENCY:
+        raise ConfigError(field, f"must be from 1 to {MAX_CONCURRENCY}, got {number}")
+    return number
+
+
+_REGION = re.compile(r"[a-z]{2,4}(?:-[a-z]+)+-[0-9]{1,2}", re.ASCII)
+# every AWS partition's region names: us-east-1, us-gov-west-1, cn-north-1, eu-isoe-west-1,
+# eusc-de-east-1, ...
+
+
+def _parse_region(text: str, *, field: str) -> str | None:
+    value = text.strip()
+    if value and not _REGION.fullmatch(value):
+        raise ConfigError(
+            field, f"{text!r} is not an AWS region name (such as us-east-1 or eu-central-1)"
+        )
+    return value or None
+
+
+def _check_endpoint(text: str, *, field: str) -> None:
+    parsed = urlsplit(text.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(field, f"expected an http:// or https:// URL with a host, got {text!r}")
 
 
 def _parse_registry_id(text: str, *, field: str) -> str | None:
@@ -599,14 +697,25 @@ def _readable_paths(text: str, *, field: str) -> str:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that rejects a key repeated in one mapping instead of keeping the last."""
+    """yaml.SafeLoader that rejects a key repeated in one mapping instead of keeping the last.
+
+    Merge keys (`<<: *defaults`) work as in yaml.safe_load: the mapping's own keys override
+    merged ones, and only its own keys must be unique."""
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[object, object]:
     seen: set[object] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node)
-        if key in seen:
+        try:
+            repeated = key in seen
+        except TypeError:  # a mapping or a list used as a key
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a {type(key).__name__} cannot be a key", key_node.start_mark
+            ) from None
+        if repeated:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
@@ -619,13 +728,24 @@ _UniqueKeyLoader.add_constructor(
     _construct_mapping,
 )
 
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+"""A --config file larger than this is refused (it is read whole; /dev/zero never ends)."""
+
 
 def _load_config(path: str, *, field: str, defaults: Rules) -> tuple[RepositoryOverride, ...]:
+    if not path:
+        raise ConfigError(field, "expected the path of a YAML file, got ''")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else str(error)
-        raise ConfigError(field, f"cannot read {path!r}: {reason or error}") from None
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(field, f"cannot read {path!r}: {error.strerror or error}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(field, f"{path!r} is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(field, f"cannot read {path!r}: not UTF-8 text ({error.reason})") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as error:
@@ -668,14 +788,14 @@ def _settings(
         if key.startswith(ENV_PREFIX) and key not in known_env:
             notices.append(f"environment variable {key} is not a setting and is ignored")
 
-    include = sources.get("repos", _parse_names, ())
+    include = sources.get("repos", _parse_globs, ())
     if not include:
         raise ConfigError(
             sources.field("repos"),
             "required: a comma-separated list of repository names or globs ('*' for every "
             "repository), as in the Go controller",
         )
-    exclude = sources.get("exclude-repos", _parse_names, ())
+    exclude = sources.get("exclude-repos", _parse_globs, ())
     repositories = RepositorySelection(include=include, exclude=exclude)
     if repositories.exact_names == ():
         raise ConfigError(
@@ -695,6 +815,8 @@ def _settings(
     overrides = (
         () if config is None else _load_config(config[0].strip(), field=config[1], defaults=rules)
     )
+    if config is not None:
+        check_overrides_selected(overrides, repositories, source=config[0].strip())
 
     in_cluster = sources.get("in-cluster", parse_bool, False)
     kube_contexts = sources.get("kube-context", _parse_names, ())
@@ -714,6 +836,28 @@ def _settings(
         kubeconfig = _readable_paths(kubeconfig_flag[0], field=kubeconfig_flag[1])
     elif environ.get("KUBECONFIG", "").strip():
         kubeconfig = _readable_paths(environ["KUBECONFIG"], field="KUBECONFIG")
+
+    region = sources.get("region", _parse_region, None)
+    if region is None:  # the SDK's own variables: the same check, blaming them
+        for variable in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+            if environ.get(variable, "").strip():
+                _parse_region(environ[variable], field=variable)
+                break
+    for variable in ("AWS_ENDPOINT_URL_ECR", "AWS_ENDPOINT_URL"):
+        if environ.get(variable, "").strip():
+            _check_endpoint(environ[variable], field=variable)
+
+    namespaces = sources.get("namespaces", parse_namespaces, ())
+    allow_empty_namespaces = sources.get("allow-empty-namespaces", parse_namespaces, ())
+    outside = [n for n in allow_empty_namespaces if n not in namespaces]
+    if outside:
+        raise ConfigError(
+            sources.field("allow-empty-namespaces"),
+            f"{', '.join(outside)} is not in -namespaces"
+            + (f" ({', '.join(namespaces)})" if namespaces else " (unset: the check is per cluster")
+            + (")" if not namespaces else "")
+            + "; only namespaces listed in -namespaces are checked one by one",
+        )
 
     leader_elect = sources.get("leader-elect", parse_bool, True)
     lease_namespace = sources.get("lease-namespace", _parse_lease_namespace, None)
@@ -739,17 +883,19 @@ def _settings(
         overrides=overrides,
         interval=sources.get("interval", _parse_interval, DEFAULT_INTERVAL),
         interval_jitter=sources.get("interval-jitter", parse_fraction, DEFAULT_INTERVAL_JITTER),
-        region=sources.get("region", _parse_optional_text, None),
+        region=region,
         registry_id=sources.get("registry-id", _parse_registry_id, None),
         kubeconfig=kubeconfig,
         kube_contexts=kube_contexts,
         in_cluster=in_cluster,
-        namespaces=sources.get("namespaces", parse_namespaces, ()),
+        namespaces=namespaces,
         dry_run=sources.get("dry-run", parse_bool, True),
-        concurrency=sources.get("concurrency", parse_positive_int, DEFAULT_CONCURRENCY),
+        concurrency=sources.get("concurrency", _parse_concurrency, DEFAULT_CONCURRENCY),
         once=sources.get("once", parse_bool, False),
         output=sources.get("output", _parse_output, "table"),
         allow_empty=sources.get("allow-empty", parse_bool, False),
+        allow_empty_namespaces=allow_empty_namespaces,
+        allow_empty_clusters=sources.get("allow-empty-clusters", _parse_names, ()),
         max_staleness=sources.get("max-staleness", parse_duration, DEFAULT_MAX_STALENESS),
         protect_workloads=sources.get(
             "protect-workloads", parse_workload_kinds, DEFAULT_PROTECT_WORKLOADS
@@ -854,13 +1000,46 @@ def configure_logging(level: int, *, log_format: Literal["text", "json"]) -> Non
 # Entry point.
 
 
+class EarlySignals:
+    """Records SIGTERM and SIGINT from the start of `main` until the event loop takes them over.
+
+    The controller's own imports take a second or two; a kubelet's SIGTERM in that window would
+    otherwise kill the process with no clean exit. The app asks `received` once its signal
+    receiver is in place, and shuts down at once if a signal came before."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> EarlySignals:
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._record)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+    def _record(self, signum: int, _frame: object) -> None:
+        self.received = signum
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse argv and the environment, set up logging, run controller.app; the exit status."""
-    args = sys.argv[1:] if argv is None else list(argv)
+    with EarlySignals() as early:
+        return _main(sys.argv[1:] if argv is None else list(argv), early)
+
+
+def _main(args: list[str], early: EarlySignals) -> int:
     try:
         namespace = _parse_command_line(args)
         if namespace.help:
             sys.stdout.write(help_text())
+            return 0
+        if namespace.version:
+            print(f"{PROG} {__version__}")
             return 0
         settings, notices = _settings(
             namespace, os.environ, namespace_file=SERVICE_ACCOUNT_NAMESPACE_FILE
@@ -876,8 +1055,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("%s %s starting", PROG, __version__, extra={"configuration": configuration})
     else:
         logger.info("%s %s starting with %s", PROG, __version__, json.dumps(configuration))
+    for line in keep_filter_lines(settings):
+        logger.info("%s", line)
     for warning in safety_warnings(settings):
         logger.warning("%s", warning)
     app = importlib.import_module("controller.app")
-    run: Callable[[Settings], int] = app.run
-    return run(settings)
+    run: Callable[..., int] = app.run
+    return run(settings, early_signal=lambda: early.received)
+
+
+def keep_filter_lines(settings: Settings) -> list[str]:
+    """The keep filters as parsed, one line per rule set: a wrong split is visible at once."""
+    lines = []
+    rule_sets = [("-keep-filters", settings.rules)]
+    rule_sets += [(f"--config {o.pattern!r}", o.rules) for o in settings.overrides]
+    for where, rules in rule_sets:
+        if rules.keep_filters:
+            patterns = ", ".join(repr(p.pattern) for p in rules.keep_filters)
+            lines.append(f"keep filters ({where}): {len(rules.keep_filters)}: {patterns}")
+    return lines

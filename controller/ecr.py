@@ -3,32 +3,44 @@
 The port speaks in the policy's plain data (`Image`, digests) so the pruner never sees a
 boto response. The adapter makes the fewest calls ECR allows: DescribeImages with
 maxResults=1000, BatchGetImage and BatchDeleteImage with 100 ids per call, repository names
-100 per DescribeRepositories call. Throttling and 5xx are retried by botocore's adaptive
-retry mode; what is left surfaces as `EcrError` with the operation and the error code.
+100 per DescribeRepositories call.
+
+Retries. The reading calls are retried by botocore's adaptive retry mode, each within a time
+budget (`call_budget`, retries included) so that one broken repository cannot hold a cycle
+for a minute. BatchDeleteImage is sent by a second client with the SDK's retries OFF: one
+call is one attempt, and the pruner retries it itself (`RetryPolicy`, botocore's back-off),
+asking the trust gate and the live in-use view again before every attempt. An SDK retry
+would resend a batch checked seconds earlier, after a back-off of up to 20 s in which a
+rollback may have started using one of its images.
 
 Exceptions:
-    EcrError                 a call failed after botocore's retries (operation, code)
+    EcrError                 a call failed for good (operation, code, retryable)
     └── MalformedResponse    an answer did not have the shape the service model promises
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import aioboto3
+import anyio
+import botocore.session
 import orjson
 from aiobotocore.config import AioConfig
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
+from botocore.retries import standard
 
 from controller.images import Digest, EcrRegistry, is_digest
 from controller.inventory import RepositoryId
 from controller.policy import Image
+from controller.settings import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +61,75 @@ MANIFEST_MEDIA_TYPES = (
 )
 
 
-class EcrError(Exception):
-    """An ECR call failed for good (after retries)."""
+SDK_MAX_RETRIES = 8
+"""Retries after the first attempt, for every call: botocore's for reads, the pruner's for deletes."""
 
-    def __init__(self, operation: str, code: str, message: str) -> None:
+CALL_BUDGET = 30.0
+"""Seconds one reading call may take, the SDK's retries included, before it fails for good."""
+
+
+class EcrError(Exception):
+    """An ECR call failed for good (after the SDK's retries, or one attempt for a delete)."""
+
+    def __init__(self, operation: str, code: str, message: str, *, retryable: bool = False) -> None:
         super().__init__(f"{operation}: {code}: {message}")
         self.operation = operation
         self.code = code
         self.message = message
+        self.retryable = retryable
+        # a throttle, a 5xx or a connection failure: the same call may succeed later
 
 
 class MalformedResponse(EcrError):
     def __init__(self, operation: str, message: str) -> None:
         super().__init__(operation, "MalformedResponse", message)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How the pruner retries BatchDeleteImage: botocore's standard back-off, made visible.
+
+    Before retry n (1-based) it waits rand(0, 1) × min(base × 2^(n-1), max_backoff) seconds, as
+    botocore's ExponentialBackoff does, for at most `attempts` attempts in all and while the
+    back-off so far leaves the next wait within `budget` seconds.
+    """
+
+    attempts: int = SDK_MAX_RETRIES + 1
+    base: float = 1.0
+    max_backoff: float = 20.0
+    budget: float = 60.0
+    # seconds from the first attempt after which no retry starts
+    jitter: Callable[[], float] = field(default=random.random, compare=False)
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number `retry` (1 for the first retry)."""
+        return float(self.jitter() * min(self.base * 2 ** (retry - 1), self.max_backoff))
+
+
+_RETRYABLE = standard.OrRetryChecker(
+    [standard.ThrottledRetryableChecker(), standard.TransientRetryableChecker()]
+)
+
+
+class _Status:
+    """The one attribute of an HTTP response that botocore's retry checkers read."""
+
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+
+
+def is_retryable(exc: Exception) -> bool:
+    """Whether botocore's standard retry mode would retry this failure (throttle, 5xx, network)."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status == 429:
+            return True
+        context = standard.RetryContext(
+            attempt_number=1, parsed_response=exc.response, http_response=_Status(status)
+        )
+    else:
+        context = standard.RetryContext(attempt_number=1, caught_exception=exc)
+    return bool(_RETRYABLE.is_retryable(context))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,14 +215,25 @@ def chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
 
 
 class AioEcr:
-    """`EcrPort` over an aioboto3 ECR client."""
+    """`EcrPort` over two aioboto3 ECR clients: one with the SDK's retries, one without (deletes)."""
 
-    def __init__(self, client: Any, *, region: str, registry_id: str | None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        delete_client: Any | None = None,
+        region: str,
+        registry_id: str | None,
+        call_budget: float = CALL_BUDGET,
+    ) -> None:
         self._client = client
+        self._delete_client = delete_client or client
         self._region = region
         self._registry_id = registry_id
+        self._call_budget = call_budget
         self.stats = CallStats()
-        client.meta.events.register("needs-retry.ecr.*", self._on_retry_check)
+        for each in {id(c): c for c in (client, self._delete_client)}.values():
+            each.meta.events.register("needs-retry.ecr.*", self._on_retry_check)
 
     def _on_retry_check(self, response: Any = None, operation: Any = None, **_: Any) -> None:
         if not response:
@@ -168,17 +247,29 @@ class AioEcr:
     def _registry(self) -> dict[str, str]:
         return {"registryId": self._registry_id} if self._registry_id else {}
 
-    async def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+    async def _call(self, operation: str, *, client: Any = None, **kwargs: Any) -> dict[str, Any]:
         self.stats.calls[operation] += 1
-        method = getattr(self._client, _snake(operation))
+        method = getattr(client or self._client, _snake(operation))
         try:
-            result = await method(**kwargs)
+            with anyio.fail_after(self._call_budget):
+                result = await method(**kwargs)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", "Unknown"))
-            raise EcrError(operation, code, str(error.get("Message", exc))) from exc
+            raise EcrError(
+                operation, code, str(error.get("Message", exc)), retryable=is_retryable(exc)
+            ) from exc
         except BotoCoreError as exc:  # includes response parser errors on malformed answers
-            raise EcrError(operation, type(exc).__name__, str(exc)) from exc
+            raise EcrError(
+                operation, type(exc).__name__, str(exc), retryable=is_retryable(exc)
+            ) from exc
+        except TimeoutError as exc:
+            raise EcrError(
+                operation,
+                "CallBudgetExceeded",
+                f"no answer within {self._call_budget:.0f}s, retries included",
+                retryable=True,
+            ) from exc
         except (ValueError, TypeError, KeyError) as exc:  # botocore's parser on a broken answer
             raise MalformedResponse(operation, f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(result, dict):
@@ -292,6 +383,7 @@ class AioEcr:
             raise ValueError(f"at most {ID_BATCH} images per BatchDeleteImage call")
         page = await self._call(
             "BatchDeleteImage",
+            client=self._delete_client,
             repositoryName=repository.name,
             registryId=repository.id.registry.account,
             imageIds=[{"imageDigest": d} for d in digests],
@@ -402,17 +494,46 @@ async def open_ecr(
     registry_id: str | None,
     concurrency: int,
     endpoint_url: str | None = None,
+    call_budget: float = CALL_BUDGET,
 ) -> AsyncIterator[AioEcr]:
     """An ECR gateway on the standard AWS credential chain (env, profile, web identity/IRSA,
-    EKS Pod Identity, instance role). `AWS_ENDPOINT_URL_ECR` is honoured by botocore itself."""
-    config = AioConfig(
-        retries={"mode": "adaptive", "max_attempts": 8},
-        max_pool_connections=max(10, concurrency * 2),
-        connect_timeout=10,
-        read_timeout=60,
+    EKS Pod Identity, instance role). `AWS_ENDPOINT_URL_ECR` is honoured by botocore itself.
+
+    Raises `ConfigError` (naming the setting) for a profile or endpoint that cannot be used."""
+    common: dict[str, Any] = {
+        "max_pool_connections": max(10, concurrency * 2),
+        "connect_timeout": 10,
+        "read_timeout": 60,
+    }
+    reading = AioConfig(retries={"mode": "adaptive", "max_attempts": SDK_MAX_RETRIES}, **common)
+    deleting = AioConfig(retries={"mode": "standard", "total_max_attempts": 1}, **common)
+    try:
+        session = aioboto3.Session()
+    except ProfileNotFound as exc:
+        raise ConfigError("AWS_PROFILE", f"{exc}: check AWS_PROFILE and ~/.aws/config") from None
+    async with AsyncExitStack() as stack:
+        try:
+            client, delete_client = [
+                await stack.enter_async_context(
+                    session.client("ecr", region_name=region, endpoint_url=endpoint_url, config=c)
+                )
+                for c in (reading, deleting)
+            ]
+        except ValueError as exc:  # botocore: "Invalid endpoint: ..."
+            raise ConfigError("AWS_ENDPOINT_URL_ECR", str(exc)) from None
+        yield AioEcr(
+            client,
+            delete_client=delete_client,
+            region=region,
+            registry_id=registry_id,
+            call_budget=call_budget,
+        )
+
+
+def known_region(region: str) -> bool:
+    """Whether the installed botocore knows `region` for ECR in any partition."""
+    session = botocore.session.Session()
+    return any(
+        region in session.get_available_regions("ecr", partition_name=partition)
+        for partition in session.get_available_partitions()
     )
-    session = aioboto3.Session()
-    async with session.client(
-        "ecr", region_name=region, endpoint_url=endpoint_url, config=config
-    ) as client:
-        yield AioEcr(client, region=region, registry_id=registry_id)

@@ -237,6 +237,10 @@ class InUseIndex:
         """Registered sources that have not completed a first LIST."""
         return tuple(s for s in self._objects if s not in self._synced)
 
+    def count(self, source: SourceKey) -> int:
+        """Objects the source holds now."""
+        return len(self._objects.get(source, ()))
+
     def object_count(self, *, kind: str | None = None) -> int:
         return sum(len(objs) for src, objs in self._objects.items() if kind in (None, src.kind))
 

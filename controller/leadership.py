@@ -57,6 +57,9 @@ class Leadership(Protocol):
     @property
     def is_leader(self) -> bool: ...
 
+    @property
+    def standby(self) -> bool: ...
+
     async def run(self) -> None: ...
 
     def leading_lost_reason(self) -> str | None: ...
@@ -249,6 +252,18 @@ class LeaderElector:
         return self._reason
 
     @property
+    def standby(self) -> bool:
+        """Not leader only because another replica holds the Lease: a normal, healthy state
+        (unlike a Lease we cannot read or write, which keeps every replica from pruning)."""
+        holder = self.holder
+        return (
+            not self.is_leader
+            and self._last_failure is None
+            and holder is not None
+            and holder != self.config.identity
+        )
+
+    @property
     def holder(self) -> str | None:
         """The holder in the last observed Lease record (None: unknown or released)."""
         return (self._observed.holder or None) if self._observed is not None else None
@@ -306,6 +321,8 @@ class LeaderElector:
             return True
         if isinstance(outcome, str):
             self._failed(outcome)
+        else:  # the Lease was read and is held by another replica: no failure
+            self._last_failure = None
         if self._leading and not self.is_leader:
             self._lose(self.leading_lost_reason() or "not leader: renew deadline exceeded")
         return False
@@ -513,6 +530,10 @@ class AlwaysLeader:
     @property
     def is_leader(self) -> bool:
         return True
+
+    @property
+    def standby(self) -> bool:
+        return False
 
     def leading_lost_reason(self) -> str | None:
         return None

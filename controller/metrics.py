@@ -16,8 +16,8 @@ Cycle (updated by `observe_cycle`; repository metrics only for repositories the 
     ecr_cleanup_cycles_skipped_total{reason}                  counter   ticks skipped (`cycle_skipped`)
     ecr_cleanup_images_deleted_total{repository}              counter   images deleted
     ecr_cleanup_reclaimed_bytes_total{repository}             counter   bytes of the images deleted
-    ecr_cleanup_dry_run_images_deleted_total{repository}      counter   images a dry run would delete
-    ecr_cleanup_dry_run_reclaimed_bytes_total{repository}     counter   bytes a dry run would reclaim
+    ecr_cleanup_dry_run_would_delete_images{repository}       gauge     what a dry run would delete now
+    ecr_cleanup_dry_run_would_reclaim_bytes{repository}       gauge     their summed sizes
     ecr_cleanup_images_vetoed_total{repository}               counter   kept: in use after planning
     ecr_cleanup_image_delete_failures_total{repository, code} counter   images ECR refused to delete
     ecr_cleanup_errors_total{repository, operation, code}     counter   failed repository prunes
@@ -61,7 +61,7 @@ from controller import __version__
 from controller.ecr import CallStats
 from controller.inventory import InUseIndex
 from controller.pruning import CycleReport, RepositoryReport
-from controller.scheduling import Blocked
+from controller.scheduling import SKIP_REASONS, Blocked
 from controller.trust import SourceTracker
 
 PREFIX = "ecr_cleanup_"
@@ -113,9 +113,12 @@ class Metrics:
         )
         self._skipped = counter(
             "cycles_skipped_total",
-            "Scheduled prune cycles skipped, by reason (e.g. untrusted-view, not-leader).",
+            "Scheduled prune cycles skipped, by reason: untrusted-view, not-leader (a standby "
+            "counts one per interval). Counted from the first interval on.",
             ["reason"],
         )
+        for reason in SKIP_REASONS:
+            self._skipped.labels(reason)
         self._deleted = counter(
             "images_deleted_total", "Images deleted from ECR, per repository.", repo
         )
@@ -124,14 +127,16 @@ class Metrics:
             "Sum of the ECR sizes of the images deleted, per repository.",
             repo,
         )
-        self._dry_run_deleted = counter(
-            "dry_run_images_deleted_total",
-            "Images a dry-run cycle would have deleted (and did not), per repository.",
+        self._would_delete = gauge(
+            "dry_run_would_delete_images",
+            "Images the last cycle, a dry run, would have deleted (0 after a real cycle), per "
+            "repository: what turning dry-run off would delete now.",
             repo,
         )
-        self._dry_run_reclaimed = counter(
-            "dry_run_reclaimed_bytes_total",
-            "Sum of the ECR sizes of the images a dry-run cycle would have deleted, per repository.",
+        self._would_reclaim = gauge(
+            "dry_run_would_reclaim_bytes",
+            "Sum of the ECR sizes of the images the last cycle, a dry run, would have deleted "
+            "(0 after a real cycle), per repository.",
             repo,
         )
         self._vetoed = counter(
@@ -210,10 +215,7 @@ class Metrics:
     def _observe_repository(self, report: RepositoryReport, *, dry_run: bool) -> None:
         name = report.name
         deleted_bytes = sum(d.size_bytes for d in report.deleted)
-        if dry_run:
-            self._dry_run_deleted.labels(name).inc(len(report.deleted))
-            self._dry_run_reclaimed.labels(name).inc(deleted_bytes)
-        else:
+        if not dry_run:
             self._deleted.labels(name).inc(len(report.deleted))
             self._reclaimed.labels(name).inc(deleted_bytes)
         self._vetoed.labels(name).inc(report.vetoed)
@@ -230,6 +232,8 @@ class Metrics:
             images, size = report.images_after, max(0, report.bytes_total - deleted_bytes)
         self._repository_images.labels(name).set(images)
         self._repository_bytes.labels(name).set(size)
+        self._would_delete.labels(name).set(len(report.deleted) if dry_run else 0)
+        self._would_reclaim.labels(name).set(deleted_bytes if dry_run else 0)
         self._held_back.labels(name).set(report.held_back)
         for stale in self._protected_reasons.get(name, set()) - set(report.protected):
             self._protected.remove(name, stale)
@@ -239,7 +243,14 @@ class Metrics:
 
     def _forget(self, repository: str) -> None:
         """Drop the gauges of a repository no longer selected (its counters stay)."""
-        for metric in (self._repository_images, self._repository_bytes, self._held_back):
+        gauges = (
+            self._repository_images,
+            self._repository_bytes,
+            self._held_back,
+            self._would_delete,
+            self._would_reclaim,
+        )
+        for metric in gauges:
             metric.remove(repository)
         for reason in self._protected_reasons.pop(repository, set()):
             self._protected.remove(repository, reason)

@@ -16,15 +16,25 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from fnmatch import fnmatchcase
 
 import anyio
 import anyio.lowlevel
 
-from controller.ecr import ID_BATCH, EcrError, EcrPort, Repository, chunks, with_children_of
+from controller.ecr import (
+    ID_BATCH,
+    DeleteOutcome,
+    EcrError,
+    EcrPort,
+    Repository,
+    RetryPolicy,
+    chunks,
+    with_children_of,
+)
 from controller.images import Digest
 from controller.inventory import InUse
 from controller.policy import PROTECTING, Decision, Plan, Rules, plan
-from controller.settings import RepositorySelection
+from controller.settings import RepositorySelection, is_glob
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +62,10 @@ class RepositoryReport:
     """What one cycle did to one repository."""
 
     name: str
+    listed: bool = False
+    # its images were listed and planned (False: it failed or was stopped before that)
+    finished: bool = False
+    # its prune task returned, whatever the outcome (False: cut off by shutdown, or not started)
     images_before: int = 0
     images_after: int = 0
     protected: dict[str, int] = field(default_factory=dict)
@@ -70,6 +84,8 @@ class RepositoryReport:
     # (operation, code) of each error, for the errors metric
     bytes_total: int = 0
     # bytes in the repository before the cycle
+    stopped_by: str | None = None
+    # why the trust gate stopped its deletions (view untrusted, leadership lost, shutdown)
 
     @property
     def ok(self) -> bool:
@@ -82,14 +98,23 @@ class CycleReport:
     dry_run: bool
     repositories: list[RepositoryReport] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    # cycle-level problems: listing repositories failed, missing repositories, refusal
+    # cycle-level problems: listing repositories failed, missing repositories, nothing selected
+    warnings: list[str] = field(default_factory=list)
+    # cycle-level oddities that fail nothing: a -repos glob that matched no repository
     refused: str | None = None
     # why the cycle deleted nothing at all, if it was refused
+    stopped: str | None = None
+    # why the cycle was cut short (shutdown) after it started; what it did is in `repositories`
     finished_at: datetime | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.errors and self.refused is None and all(r.ok for r in self.repositories)
+        return (
+            not self.errors
+            and self.refused is None
+            and self.stopped is None
+            and all(r.ok for r in self.repositories)
+        )
 
     @property
     def deleted(self) -> int:
@@ -103,7 +128,12 @@ class PruneOptions:
     dry_run: bool = True
     concurrency: int = 8
     delete_timeout: float = 20.0
-    # bound on one BatchDeleteImage call; it is shielded from shutdown so it is never cut off
+    # bound on one BatchDeleteImage attempt; it is shielded from shutdown so it is never cut off
+    unused_overrides: Callable[[Sequence[str]], Sequence[str]] = lambda _names: ()
+    # the --config entries that apply to none of these repositories, described for a warning
+    delete_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # the controller's own retries of a throttled or failed BatchDeleteImage (never the SDK's):
+    # the trust gate and the in-use veto run again before every attempt
 
 
 class Pruner:
@@ -113,11 +143,24 @@ class Pruner:
         self._ecr = ecr
         self._in_use = in_use
         self._options = options
+        self._announced: dict[str, frozenset[Digest]] = {}
+        # dry-run: per repository, the would-be deletions already logged at INFO
+        self._unused: list[str] = []
+        # the unused --config entries last warned about
 
     async def run_cycle(
-        self, *, now: datetime, gate: Gate, clock: Callable[[], datetime]
+        self,
+        *,
+        now: datetime,
+        gate: Gate,
+        clock: Callable[[], datetime],
+        stop: anyio.Event | None = None,
     ) -> CycleReport:
-        """One cycle over every selected repository; never raises for a repository's failure."""
+        """One cycle over every selected repository; never raises for a repository's failure.
+
+        When `stop` is set the cycle ends early: an in-flight delete call finishes, no other
+        starts, and the report says what was done and that the cycle was stopped.
+        """
         report = CycleReport(started_at=now, dry_run=self._options.dry_run)
         refusal = gate()
         if refusal is not None:
@@ -125,31 +168,70 @@ class Pruner:
             log.warning("cycle refused, deleting nothing: %s", refusal)
             report.finished_at = clock()
             return report
+        with anyio.CancelScope() as work:
+            async with anyio.create_task_group() as tg:
+                if stop is not None:
+                    tg.start_soon(_cancel_when_set, stop, work)
+                await self._prune_all(report, now, gate)
+                tg.cancel_scope.cancel()  # done: the stop watcher is no longer needed
+        if work.cancelled_caught:
+            report.stopped = "shutting down"
+            unfinished = [r.name for r in report.repositories if not r.finished]
+            log.warning(
+                "cycle stopped by shutdown; %d repositories not finished: %s",
+                len(unfinished),
+                ", ".join(unfinished) or "-",
+            )
+        report.finished_at = clock()
+        return report
+
+    async def _prune_all(self, report: CycleReport, now: datetime, gate: Gate) -> None:
         try:
-            repositories, missing = await self._select()
+            repositories, missing = await self._select(report)
         except EcrError as exc:
             report.errors.append(f"listing repositories: {exc}")
             log.error("cannot list repositories: %s", exc)
-            report.finished_at = clock()
-            return report
+            return
         if missing:
             report.errors.append("repositories not found: " + ", ".join(missing))
             log.error("repositories not found: %s", ", ".join(missing))
         limiter = anyio.CapacityLimiter(self._options.concurrency)
-        reports = [RepositoryReport(r.name) for r in repositories]
+        report.repositories = [RepositoryReport(r.name) for r in repositories]
         async with anyio.create_task_group() as tg:
-            for repository, repo_report in zip(repositories, reports, strict=True):
+            for repository, repo_report in zip(repositories, report.repositories, strict=True):
                 tg.start_soon(self._guarded, repository, repo_report, limiter, now, gate)
-        report.repositories = sorted(reports, key=lambda r: r.name)
-        report.finished_at = clock()
-        return report
 
-    async def _select(self) -> tuple[list[Repository], tuple[str, ...]]:
+    async def _select(self, report: CycleReport) -> tuple[list[Repository], tuple[str, ...]]:
         selection = self._options.selection
         listing = await self._ecr.repositories(selection.exact_names)
         chosen = sorted(
             (r for r in listing.repositories if selection.matches(r.name)), key=lambda r: r.name
         )
+        names = [r.name for r in listing.repositories]
+        for pattern in selection.include:
+            if is_glob(pattern) and not any(fnmatchcase(n, pattern) for n in names):
+                report.warnings.append(f"-repos pattern {pattern!r} matches no repository")
+                log.warning("-repos pattern %r matches no repository in the registry", pattern)
+        unused = list(self._options.unused_overrides([r.name for r in chosen]))
+        if unused:
+            report.warnings.append(
+                "--config entries that apply to no repository: " + ", ".join(unused)
+            )
+            if unused != self._unused:
+                log.warning("%s", report.warnings[-1])
+        self._unused = unused
+        if not chosen and not listing.missing:
+            report.errors.append(
+                "no repository selected: -repos "
+                + ",".join(selection.include)
+                + (
+                    f" minus --exclude-repos {','.join(selection.exclude)}"
+                    if selection.exclude
+                    else ""
+                )
+                + " matches none of the registry's repositories"
+            )
+            log.error("no repository selected: %s", report.errors[-1])
         return chosen, listing.missing
 
     async def _guarded(
@@ -182,6 +264,7 @@ class Pruner:
                 log.exception(
                     "repository %s failed", repository.name, extra={"repository": repository.name}
                 )
+        report.finished = True
         _log_repository(report, dry_run=self._options.dry_run)
 
     async def _prune(
@@ -190,6 +273,7 @@ class Pruner:
         images = await with_children_of(self._ecr, repository, await self._ecr.images(repository))
         rules = self._options.rules_for(repository.name)
         the_plan = plan(images, repository=repository.id, in_use=self._in_use, rules=rules, now=now)
+        report.listed = True
         report.images_before = report.images_after = len(the_plan.decisions)
         report.bytes_total = sum(d.image.size_bytes for d in the_plan.decisions)
         for decision in the_plan.decisions:
@@ -199,7 +283,36 @@ class Pruner:
                 )
             elif decision.reason.value == "deletion-cap":
                 report.held_back += 1
-        await self._execute(repository, the_plan, report, gate)
+        if self._options.dry_run:
+            self._dry_run(repository, the_plan, report)
+        else:
+            await self._execute(repository, the_plan, report, gate)
+
+    def _dry_run(self, repository: Repository, the_plan: Plan, report: RepositoryReport) -> None:
+        """Report the plan's deletions without a call. Logged at INFO the first time each
+        would-be deletion appears, at DEBUG on later cycles while the plan stays the same."""
+        seen = self._announced.get(repository.name, frozenset())
+        doomed = [d for wave in the_plan.delete_waves for d in wave]
+        by_digest = {d.image.digest: d for d in the_plan.deletions}
+        for digest in doomed:
+            _log_deletion(
+                "would delete",
+                repository,
+                by_digest[digest],
+                dry_run=True,
+                level=logging.DEBUG if digest in seen else logging.INFO,
+            )
+            self._record(report, by_digest[digest])
+        unchanged = sum(1 for d in doomed if d in seen)
+        if unchanged:
+            log.info(
+                "repository %s: %d would-be deletion(s) unchanged since the last cycle "
+                "(listed at DEBUG, -v=1)",
+                repository.name,
+                unchanged,
+                extra={"repository": repository.name},
+            )
+        self._announced[repository.name] = frozenset(doomed)
 
     async def _execute(
         self, repository: Repository, the_plan: Plan, report: RepositoryReport, gate: Gate
@@ -208,39 +321,107 @@ class Pruner:
         groups = _groups_of(the_plan)
         vetoed: set[Digest] = set()
         pending = len(by_digest)
-        for wave in the_plan.delete_waves:
-            for batch in chunks(wave, ID_BATCH):
-                todo = [d for d in batch if d not in vetoed]
-                if not self._options.dry_run:
-                    stop = gate()
-                    if stop is not None:
+        try:
+            for wave in the_plan.delete_waves:
+                for batch in chunks(wave, ID_BATCH):
+                    sent = await self._send(
+                        repository, batch, by_digest, report, gate, groups=groups, vetoed=vetoed
+                    )
+                    if not sent:
                         report.held_back += pending
-                        report.errors.append(f"stopped before deleting {pending} image(s): {stop}")
+                        report.errors.append(
+                            f"stopped before deleting {pending} image(s): {report.stopped_by}"
+                        )
                         log.warning(
-                            "repository %s: stopping deletions: %s",
+                            "repository %s: stopping deletions, %d left: %s",
                             repository.name,
-                            stop,
+                            pending,
+                            report.stopped_by,
                             extra={"repository": repository.name},
                         )
                         return
-                    # the live view may have changed since the plan: check again, group-wide
-                    for digest in todo:
-                        if any(
-                            self._now_protected(repository, by_digest, m) for m in groups[digest]
-                        ):
-                            vetoed.update(groups[digest])
-                    todo = [d for d in todo if d not in vetoed]
-                pending -= len(batch)
-                if todo:
-                    await self._delete(repository, todo, by_digest, report)
-        report.vetoed = len(vetoed)
-        if vetoed:
-            log.warning(
-                "repository %s: %d image(s) became in use after planning and were kept",
-                repository.name,
-                len(vetoed),
-                extra={"repository": repository.name},
-            )
+                    pending -= len(batch)
+        except anyio.get_cancelled_exc_class():
+            report.held_back += pending  # shutdown: the batches not sent
+            raise
+        finally:
+            report.vetoed = len(vetoed)
+            if vetoed:
+                log.warning(
+                    "repository %s: %d image(s) became in use after planning and were kept",
+                    repository.name,
+                    len(vetoed),
+                    extra={"repository": repository.name},
+                )
+
+    async def _send(
+        self,
+        repository: Repository,
+        batch: Sequence[Digest],
+        by_digest: Mapping[Digest, Decision],
+        report: RepositoryReport,
+        gate: Gate,
+        *,
+        groups: Mapping[Digest, frozenset[Digest]],
+        vetoed: set[Digest],
+    ) -> bool:
+        """Delete one batch, retrying throttles and transient failures; False if the gate said stop.
+
+        Before every attempt, the first and each retry, the gate is asked again and the batch is
+        checked again against the live in-use view: a back-off of many seconds is time enough for
+        a rollback to start using an image, or for this replica to lose the Lease.
+        """
+        retry = self._options.delete_retry
+        started = anyio.current_time()
+        announced: set[Digest] = set()
+        attempt = 0
+        while True:
+            stop = gate()
+            if stop is not None:
+                report.stopped_by = stop
+                return False
+            # the live view may have changed since the plan: check again, group-wide
+            for digest in batch:
+                if digest not in vetoed and any(
+                    self._now_protected(repository, by_digest, m) for m in groups[digest]
+                ):
+                    vetoed.update(groups[digest])
+            todo = [d for d in batch if d not in vetoed]
+            if not todo:
+                return True
+            for digest in todo:
+                if digest not in announced:
+                    _log_deletion("deleting", repository, by_digest[digest], dry_run=False)
+            announced.update(todo)
+            try:
+                # a delete call in flight finishes (bounded) even when shutdown cancels the
+                # cycle: then we know what it did. No new call starts once cancelled: this
+                # checkpoint is where the cancellation lands, outside the shield.
+                await anyio.lowlevel.checkpoint()
+                with anyio.CancelScope(shield=True), anyio.fail_after(self._options.delete_timeout):
+                    outcome = await self._ecr.delete(repository, todo)
+            except EcrError as exc:
+                attempt += 1
+                delay = retry.delay(attempt)
+                spent = anyio.current_time() - started
+                if not exc.retryable or attempt >= retry.attempts or spent + delay > retry.budget:
+                    raise
+                log.warning(
+                    "repository %s: BatchDeleteImage of %d image(s) failed (%s: %s); "
+                    "attempt %d of %d, checking the batch again and retrying in %.2fs",
+                    repository.name,
+                    len(todo),
+                    exc.code,
+                    exc.message,
+                    attempt,
+                    retry.attempts,
+                    delay,
+                    extra={"repository": repository.name, "code": exc.code},
+                )
+                await anyio.sleep(delay)
+                continue
+            self._record_outcome(repository, outcome, by_digest, report)
+            return True
 
     def _now_protected(
         self, repository: Repository, by_digest: Mapping[Digest, Decision], digest: Digest
@@ -251,64 +432,71 @@ class Pruner:
         tags = decision.image.tags if decision else ()
         return any(self._in_use.tag_in_use(repository.id, t) for t in tags)
 
-    async def _delete(
+    def _record_outcome(
         self,
         repository: Repository,
-        digests: Sequence[Digest],
+        outcome: DeleteOutcome,
         by_digest: Mapping[Digest, Decision],
         report: RepositoryReport,
     ) -> None:
-        verb = "would delete" if self._options.dry_run else "deleting"
-        for digest in digests:
-            decision = by_digest[digest]
-            log.info(
-                "%s %s@%s tags=%s reason=%s",
-                verb,
+        report.already_gone += len(outcome.gone)
+        report.images_after -= len(outcome.gone)
+        for failure in outcome.failed:
+            report.failed.append(FailedDeletion(failure.digest, failure.code, failure.reason))
+            log.error(
+                "could not delete %s@%s: %s %s",
                 repository.name,
-                digest,
-                ",".join(decision.image.tags) or "-",
-                decision.reason.value,
+                failure.digest,
+                failure.code,
+                failure.reason,
                 extra={
                     "repository": repository.name,
-                    "digest": digest,
-                    "tags": list(decision.image.tags),
-                    "reason": decision.reason.value,
-                    "dry_run": self._options.dry_run,
+                    "digest": failure.digest,
+                    "code": failure.code,
                 },
             )
-        if self._options.dry_run:
-            done: Sequence[Digest] = digests
-        else:
-            # a delete call in flight finishes (bounded) even when shutdown cancels the cycle:
-            # then we know what it did. No new call starts once cancelled: this checkpoint
-            # is where the cancellation lands, outside the shield.
-            await anyio.lowlevel.checkpoint()
-            with anyio.CancelScope(shield=True), anyio.fail_after(self._options.delete_timeout):
-                outcome = await self._ecr.delete(repository, digests)
-            done = outcome.deleted
-            report.already_gone += len(outcome.gone)
-            report.images_after -= len(outcome.gone)
-            for failure in outcome.failed:
-                report.failed.append(FailedDeletion(failure.digest, failure.code, failure.reason))
-                log.error(
-                    "could not delete %s@%s: %s %s",
-                    repository.name,
-                    failure.digest,
-                    failure.code,
-                    failure.reason,
-                    extra={
-                        "repository": repository.name,
-                        "digest": failure.digest,
-                        "code": failure.code,
-                    },
-                )
-        for digest in done:
-            image = by_digest[digest].image
-            report.deleted.append(
-                Deletion(digest, image.tags, by_digest[digest].reason.value, image.size_bytes)
-            )
-            report.bytes_reclaimed += image.size_bytes
-            report.images_after -= 1
+        for digest in outcome.deleted:
+            self._record(report, by_digest[digest])
+
+    @staticmethod
+    def _record(report: RepositoryReport, decision: Decision) -> None:
+        image = decision.image
+        report.deleted.append(
+            Deletion(image.digest, image.tags, decision.reason.value, image.size_bytes)
+        )
+        report.bytes_reclaimed += image.size_bytes
+        report.images_after -= 1
+
+
+async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+def _log_deletion(
+    verb: str,
+    repository: Repository,
+    decision: Decision,
+    *,
+    dry_run: bool,
+    level: int = logging.INFO,
+) -> None:
+    log.log(
+        level,
+        "%s %s@%s tags=%s reason=%s",
+        verb,
+        repository.name,
+        decision.image.digest,
+        ",".join(decision.image.tags) or "-",
+        decision.reason.value,
+        extra={
+            "repository": repository.name,
+            "digest": decision.image.digest,
+            "tags": list(decision.image.tags),
+            "reason": decision.reason.value,
+            "dry_run": dry_run,
+        },
+    )
 
 
 def _groups_of(the_plan: Plan) -> dict[Digest, frozenset[Digest]]:

@@ -39,22 +39,30 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+async def listen(address: str) -> socket.socket:
+    """A socket bound to `address` (`host:port`, `[v6]:port` or `:port`); raises OSError.
+
+    Bound before anything else starts, so that a port in use or an address this host does not
+    have is a start-up error naming the address, not a failure deep inside the task group."""
+    host, port = split_address(address)
+    return await _listen(host, port)
+
+
 async def serve(
-    address: str,
+    sock: socket.socket,
     *,
     registry: CollectorRegistry,
     healthy: Callable[[], bool],
     ready: Callable[[], str | None],
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve /metrics, /healthz and /readyz on `address` until cancelled.
+    """Serve /metrics, /healthz and /readyz on the bound `sock` until cancelled.
 
     `healthy()` says whether the process's long-running tasks are alive; `ready()` returns
     why the controller is not ready yet (e.g. which sources have not synced), or None.
-    Reports the bound port (useful with port 0) through `task_status.started`.
+    Reports the bound port (useful with port 0) through `task_status.started`. The caller
+    owns the socket and closes it.
     """
-    host, port = split_address(address)
-    sock = await _listen(host, port)
     runner = web.AppRunner(
         _application(registry, healthy, ready),
         handle_signals=False,
@@ -67,7 +75,7 @@ async def serve(
         site = web.SockSite(runner, sock)
         await site.start()
         bound: int = sock.getsockname()[1]
-        log.debug("listening on %s port %d", host or "all interfaces", bound)
+        log.debug("listening on port %d", bound)
         task_status.started(bound)
         await anyio.sleep_forever()
     finally:
@@ -75,7 +83,6 @@ async def serve(
             await runner.cleanup()
         if scope.cancelled_caught:
             log.warning("HTTP server cleanup took over %.2fs; abandoned", CLEANUP_DEADLINE)
-        sock.close()
 
 
 def _application(

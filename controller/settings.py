@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from fnmatch import fnmatchcase
 from typing import Literal
 
+from controller.inventory import SourceKey
 from controller.policy import Rules
 
 DEFAULT_INTERVAL = timedelta(minutes=30)
@@ -143,6 +145,49 @@ def parse_list(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
 
 
+def split_regexes(text: str) -> tuple[str, ...]:
+    """A comma-separated list of regular expressions, split only at the commas between them.
+
+    A comma inside `{}` (a repetition such as `{1,3}`), inside `[]` (a character class) or
+    inside `()` belongs to its regex, and so does an escaped comma (`\\,`, which a regex reads
+    as a literal comma). Items are trimmed and empty ones dropped, as `parse_list` does.
+    Raises ValueError when a bracket is left open, as the split would then be a guess.
+    The Go controller split at every comma: `^release-[0-9]{1,3}$` became two filters that
+    both compiled and matched nothing.
+    """
+    items: list[str] = []
+    start = 0  # where the current item begins
+    depth = 0  # open ( and { outside a character class
+    class_start: int | None = None  # position of the [ of the class we are in
+    escaped = False
+    for position, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif class_start is not None:
+            # a ] right after [ or [^ is a member of the class, not its end
+            first = class_start + (2 if text[class_start + 1 : class_start + 2] == "^" else 1)
+            if char == "]" and position > first:
+                class_start = None
+        elif char == "[":
+            class_start = position
+        elif char in "({":
+            depth += 1
+        elif char in ")}" and depth:
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append(text[start:position])
+            start = position + 1
+    if depth or class_start is not None:
+        raise ValueError(
+            "an unclosed '(', '{' or '[' makes the split at commas ambiguous: close it, or "
+            "escape a literal one (\\(, \\{, \\[)"
+        )
+    items.append(text[start:])
+    return tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
+
+
 def compile_regex(pattern: str, *, field: str = "regex") -> re.Pattern[str]:
     """Compile a keep filter (used with `search`, i.e. unanchored, as the Go controller did)."""
     try:
@@ -230,6 +275,25 @@ def parse_address(text: str, *, field: str = "address") -> str:
 # The configuration values.
 
 
+def check_glob(pattern: str, *, field: str) -> str:
+    """A name or glob whose every `[` opens a closed character class (fnmatch would silently
+    read `app/[a` as the literal name `app/[a`, which no repository has)."""
+    position = 0
+    while (start := pattern.find("[", position)) >= 0:
+        end = start + 1
+        if end < len(pattern) and pattern[end] == "!":
+            end += 1
+        if end < len(pattern) and pattern[end] == "]":
+            end += 1
+        close = pattern.find("]", end)
+        if close < 0:
+            raise ConfigError(
+                field, f"{pattern!r}: the '[' at position {start} is never closed by a ']'"
+            )
+        position = close + 1
+    return pattern
+
+
 def is_glob(pattern: str) -> bool:
     """Whether `pattern` uses fnmatch wildcards (`*`, `?`, `[...]`) rather than naming one repo."""
     return not _GLOB_CHARS.isdisjoint(pattern)
@@ -271,6 +335,47 @@ class RepositoryOverride:
         return fnmatchcase(repository, self.pattern)
 
 
+class OverrideIndex:
+    """First-match lookup over overrides: a dict lookup for exact names, and for globs only the
+    ones whose literal prefix (the text before their first wildcard) begins the name.
+
+    A scan calling fnmatch once per entry would cost 16,000 × 16,000 calls to validate a file
+    of 16,000 entries, and a lookup per repository as long as the file.
+    """
+
+    def __init__(self, overrides: Sequence[RepositoryOverride]) -> None:
+        self._exact: dict[str, int] = {}
+        self._globs: dict[str, list[tuple[int, re.Pattern[str]]]] = {}
+        # literal prefix -> (position, compiled glob), in file order
+        for position, override in enumerate(overrides):
+            pattern = override.pattern
+            if is_glob(pattern):
+                prefix = pattern[: min(pattern.find(c) for c in _GLOB_CHARS if c in pattern)]
+                compiled = re.compile(fnmatch.translate(pattern))
+                self._globs.setdefault(prefix, []).append((position, compiled))
+            else:
+                self._exact.setdefault(pattern, position)
+
+    def first_glob(self, name: str) -> int | None:
+        """Position of the earliest glob that matches `name`."""
+        best: int | None = None
+        if not self._globs:
+            return best
+        for cut in range(len(name) + 1):
+            for position, compiled in self._globs.get(name[:cut], ()):
+                if best is not None and position >= best:
+                    break
+                if compiled.match(name):
+                    best = position
+                    break
+        return best
+
+    def first(self, name: str) -> int | None:
+        """Position of the first override (exact name or glob) that matches `name`."""
+        found = [p for p in (self._exact.get(name), self.first_glob(name)) if p is not None]
+        return min(found, default=None)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the controller needs to run, validated; built by the CLI from argv and env."""
@@ -307,7 +412,11 @@ class Settings:
     output: Literal["table", "json"] = "table"
     # format of the cycle report written to stdout
     allow_empty: bool = False
-    # allow deleting when the clusters report no image in use at all
+    # allow deleting when a cluster (or a listed namespace) has no pod at all
+    allow_empty_namespaces: tuple[str, ...] = ()
+    # namespaces of `namespaces` that may have no pod (say, only CronJobs between runs)
+    allow_empty_clusters: tuple[str, ...] = ()
+    # clusters (context names) that may have no pod at all
     max_staleness: timedelta = DEFAULT_MAX_STALENESS
     # never delete based on an in-use view older than this
     protect_workloads: frozenset[str] = DEFAULT_PROTECT_WORKLOADS
@@ -327,12 +436,30 @@ class Settings:
     log_format: Literal["text", "json"] = "text"
     # text lines, or one JSON object per line
 
+    _index: OverrideIndex = field(init=False, repr=False, compare=False)
+    # derived from `overrides` once, for rules_for
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", OverrideIndex(self.overrides))
+
     def rules_for(self, repository: str) -> Rules:
         """The rules of the first override matching `repository`, else the flag rules."""
-        for override in self.overrides:
-            if override.matches(repository):
-                return override.rules
-        return self.rules
+        position = self._index.first(repository)
+        return self.rules if position is None else self.overrides[position].rules
+
+    def unused_overrides(self, repositories: Iterable[str]) -> list[tuple[int, RepositoryOverride]]:
+        """The overrides (with their position in the file) that are the first match of none of
+        `repositories`: they apply to nothing (a typo, a repository gone or not selected)."""
+        used = {self._index.first(name) for name in repositories}
+        return [(i, o) for i, o in enumerate(self.overrides) if i not in used]
+
+    def may_be_empty(self, source: SourceKey) -> bool:
+        """Whether the user allowed this pod source to hold no pod at all."""
+        return (
+            self.allow_empty
+            or source.cluster in self.allow_empty_clusters
+            or (bool(source.namespace) and source.namespace in self.allow_empty_namespaces)
+        )
 
     def describe(self) -> dict[str, object]:
         """The effective configuration as JSON-able data, for the start-up log line."""
@@ -356,6 +483,8 @@ class Settings:
             "once": self.once,
             "output": self.output,
             "allow_empty": self.allow_empty,
+            "allow_empty_namespaces": list(self.allow_empty_namespaces),
+            "allow_empty_clusters": list(self.allow_empty_clusters),
             "max_staleness": format_duration(self.max_staleness),
             "protect_workloads": [k for k in WORKLOAD_KINDS if k in self.protect_workloads],
             "leader_elect": self.leader_elect,
@@ -387,6 +516,9 @@ def describe_rules(rules: Rules) -> dict[str, object]:
 # ---------------------------------------------------------------------------------------------
 # The --config file: per-repository overrides.
 
+MAX_CONFIG_ENTRIES = 20_000
+"""Entries in a --config file: far more than any registry's repository families need."""
+
 CONFIG_KEYS = (
     "name",
     "max-images",
@@ -417,22 +549,61 @@ def parse_config(data: object, *, defaults: Rules, source: str) -> tuple[Reposit
             f"{where}: repositories",
             f"expected a list of per-repository overrides, got {_type_name(items)}",
         )
-    overrides: list[RepositoryOverride] = []
-    for index, item in enumerate(items):
-        path = f"{where}: repositories[{index}]"
-        override = _parse_override(item, defaults=defaults, path=path)
-        for earlier_index, earlier in enumerate(overrides):
-            if override.pattern == earlier.pattern or (
-                not is_glob(override.pattern) and earlier.matches(override.pattern)
-            ):
-                raise ConfigError(
-                    f"{path}.name",
-                    f"{override.pattern!r} is already matched by repositories[{earlier_index}] "
-                    f"({earlier.pattern!r}); the first match wins, so this entry would never "
-                    "apply: move it before the broader one",
+    if len(items) > MAX_CONFIG_ENTRIES:
+        raise ConfigError(
+            f"{where}: repositories",
+            f"{len(items)} entries; at most {MAX_CONFIG_ENTRIES} (use globs for families of "
+            "repositories)",
+        )
+    overrides = tuple(
+        _parse_override(item, defaults=defaults, path=f"{where}: repositories[{position}]")
+        for position, item in enumerate(items)
+    )
+    index = OverrideIndex(overrides)
+    first_of: dict[str, int] = {}
+    for position, override in enumerate(overrides):
+        earlier = first_of.setdefault(override.pattern, position)
+        if earlier == position and not is_glob(override.pattern):
+            glob = index.first_glob(override.pattern)
+            earlier = glob if glob is not None and glob < position else position
+        if earlier != position:
+            raise ConfigError(
+                f"{where}: repositories[{position}].name",
+                f"{override.pattern!r} is already matched by repositories[{earlier}] "
+                f"({overrides[earlier].pattern!r}); the first match wins, so this entry would "
+                "never apply: move it before the broader one",
+            )
+    return overrides
+
+
+def check_overrides_selected(
+    overrides: Sequence[RepositoryOverride], selection: RepositorySelection, *, source: str
+) -> None:
+    """Refuse an override that can never apply because -repos never selects what it names.
+
+    Decidable without the registry for an exact name (selected or not), and for a glob when
+    -repos names repositories exactly; a glob against glob selections is checked per cycle,
+    against the repositories actually found (`Settings.unused_overrides`)."""
+    exact = selection.exact_names
+    for position, override in enumerate(overrides):
+        if not is_glob(override.pattern):
+            applies = selection.matches(override.pattern)
+        elif exact is not None:
+            applies = any(override.matches(name) for name in exact)
+        else:
+            continue
+        if not applies:
+            raise ConfigError(
+                f"--config {source}: repositories[{position}].name",
+                f"{override.pattern!r} matches no repository that -repos "
+                f"({','.join(selection.include)})"
+                + (
+                    f" minus --exclude-repos ({','.join(selection.exclude)})"
+                    if selection.exclude
+                    else ""
                 )
-        overrides.append(override)
-    return tuple(overrides)
+                + " selects, so this entry would never apply",
+            )
 
 
 def _parse_override(item: object, *, defaults: Rules, path: str) -> RepositoryOverride:
@@ -449,6 +620,7 @@ def _parse_override(item: object, *, defaults: Rules, path: str) -> RepositoryOv
         )
     if not name.strip():
         raise ConfigError(f"{path}.name", "expected an exact repository name or a glob, got ''")
+    check_glob(name, field=f"{path}.name")
     rules = defaults
     for key, value in item.items():
         at = f"{path}.{key}"

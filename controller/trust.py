@@ -8,7 +8,7 @@ metrics show the same conditions. Pure: times are plain seconds from a monotonic
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from controller.inventory import InUseIndex, SourceKey
@@ -95,15 +95,46 @@ class SourceTracker:
         return found
 
     def refusal(
-        self, index: InUseIndex, now: float, *, max_staleness: float, allow_empty: bool
+        self,
+        index: InUseIndex,
+        now: float,
+        *,
+        max_staleness: float,
+        may_be_empty: Callable[[SourceKey], bool],
     ) -> str | None:
-        """Why deleting must not happen now, or None. Checked before every delete call."""
+        """Why deleting must not happen now, or None. Checked before every delete call.
+
+        Besides each source's own trust, every pod source must hold at least one pod: each
+        cluster, and each namespace when the scope is narrowed to some. A typo in a namespace,
+        a context pointing at the wrong cluster, or credentials that see nothing all look
+        exactly like an empty scope, and an empty scope protects nothing. `may_be_empty` is
+        the user's explicit opt-out, per source.
+        """
         problems = self.problems(index, now, max_staleness=max_staleness)
         if problems:
             return "; ".join(
                 f"{source}: {why}"
                 for source, why in sorted(problems.items(), key=lambda p: str(p[0]))
             )
-        if not allow_empty and index.object_count(kind="pods") == 0:
-            return "no pods in scope (pass --allow-empty if that is expected)"
+        empty = [
+            source
+            for source in sorted(self.sources, key=str)
+            if source.kind == "pods" and index.count(source) == 0 and not may_be_empty(source)
+        ]
+        if empty:
+            return (
+                "no pods in "
+                + ", ".join(_scope(s) for s in empty)
+                + (
+                    ": a wrong -namespaces, --kube-context or credentials look like this "
+                    "(pass --allow-empty-namespaces, --allow-empty-clusters or --allow-empty "
+                    "if it is expected)"
+                )
+            )
         return None
+
+
+def _scope(source: SourceKey) -> str:
+    if source.namespace:
+        return f"namespace {source.namespace} of cluster {source.cluster}"
+    return f"cluster {source.cluster}"

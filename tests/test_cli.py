@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -34,7 +35,8 @@ def parse(*argv: str, env: Mapping[str, str] | None = None) -> Settings:
 def _hermetic(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """main() reads os.environ and the pod namespace file: isolate it; restore root logging."""
     for key in list(os.environ):
-        if key.startswith("ECR_CLEANUP_") or key == "KUBECONFIG":
+        hermetic = ("ECR_CLEANUP_", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+        if key.startswith(hermetic) or key == "KUBECONFIG":
             monkeypatch.delenv(key)
     monkeypatch.setattr(cli, "SERVICE_ACCOUNT_NAMESPACE_FILE", NO_POD)
     root = logging.getLogger()
@@ -52,7 +54,7 @@ def fake_app(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
     runs: list[Settings] = []
     module = types.ModuleType("controller.app")
 
-    def run(settings: Settings) -> int:
+    def run(settings: Settings, **_: object) -> int:
         runs.append(settings)
         return 0
 
@@ -89,8 +91,6 @@ GO_FLAGS: list[tuple[str, str, Callable[[Settings], object], object]] = [
     ("repos", "app,worker", lambda s: s.repositories.include, ("app", "worker")),
     ("region", "eu-west-1", lambda s: s.region, "eu-west-1"),
     ("registry-id", "123456789012", lambda s: s.registry_id, "123456789012"),
-    ("dry-run", "false", lambda s: s.dry_run, False),
-    ("dry-run", "true", lambda s: s.dry_run, True),
     (
         "keep-filters",
         "^release-,stable$",
@@ -139,7 +139,7 @@ def test_go_defaults() -> None:
         (["--dry-run"], True),
         (["-dry-run=true"], True),
         (["-dry-run=false"], False),
-        (["-dry-run", "false"], False),
+        (["--dry-run=false"], False),
         (["-dry-run=0"], False),
         (["--dry-run=F"], False),
         (["-dry-run", "-max-images=5"], True),
@@ -148,6 +148,43 @@ def test_go_defaults() -> None:
 )
 def test_dry_run_forms(argv: list[str], dry_run: bool) -> None:
     assert parse("-repos=app", *argv).dry_run is dry_run
+
+
+@pytest.mark.parametrize("word", ["false", "true", "False", "0", "1", "f", "t", "no", "off"])
+@pytest.mark.parametrize("flag", ["-dry-run", "--dry-run", "-once", "--allow-empty"])
+def test_a_bare_boolean_word_after_a_boolean_flag_is_refused(
+    capsys: pytest.CaptureFixture[str], flag: str, word: str
+) -> None:
+    # Go reads `-dry-run false` as -dry-run=true and stops parsing: guessing either way on
+    # the flag that decides whether anything is deleted is wrong, so it is an error
+    line = error_line(capsys, ["-repos=app", flag, word, "-max-images=5"])
+    assert line.startswith(f"{flag}: a boolean flag takes its value after '=': ")
+    assert f"write {flag}={word} " in line
+
+
+def test_a_boolean_flag_never_takes_the_next_word_as_its_value(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    line = error_line(capsys, ["-repos=app", "-once", "soon"])
+    assert line == (
+        "-once: a boolean flag takes its value after '=', and 'soon' is not a flag: "
+        "write -once=true or -once=false"
+    )
+
+
+def test_help_shows_how_to_write_a_boolean_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "write -dry-run=false, never -dry-run false" in out
+    assert "kube-ecr-cleanup-controller -repos='team-*'" in out
+
+
+@pytest.mark.parametrize("spelling", ["--version", "-version"])
+def test_version(capsys: pytest.CaptureFixture[str], spelling: str) -> None:
+    from controller import __version__
+
+    assert main([spelling]) == 0
+    assert capsys.readouterr().out == f"kube-ecr-cleanup-controller {__version__}\n"
 
 
 def test_realistic_go_deployment_args_work_unchanged(fake_app: list[Settings]) -> None:
@@ -227,7 +264,7 @@ def test_glog_levels(argv: list[str], level: int) -> None:
     [
         ["-logtostderr"],
         ["-logtostderr=true"],
-        ["--logtostderr", "true"],
+        ["--logtostderr=true"],
         ["-alsologtostderr"],
         ["-alsologtostderr=false"],
     ],
@@ -451,6 +488,7 @@ ENV_CASES: list[tuple[str, str, Callable[[Settings], object], object]] = [
     ("ECR_CLEANUP_OUTPUT", "json", lambda s: s.output, "json"),
     ("ECR_CLEANUP_IN_CLUSTER", "1", lambda s: s.in_cluster, True),
     ("ECR_CLEANUP_ALLOW_EMPTY", "T", lambda s: s.allow_empty, True),
+    ("ECR_CLEANUP_ALLOW_EMPTY_CLUSTERS", "staging", lambda s: s.allow_empty_clusters, ("staging",)),
     ("ECR_CLEANUP_MAX_STALENESS", "1m", lambda s: s.max_staleness, timedelta(minutes=1)),
     ("ECR_CLEANUP_PROTECT_WORKLOADS", "none", lambda s: s.protect_workloads, frozenset()),
     ("ECR_CLEANUP_LEADER_ELECT", "false", lambda s: s.leader_elect, False),
@@ -470,8 +508,14 @@ def test_env_vars(
     assert get(parse("-repos=a,b", env={env: value})) == expected
 
 
+def test_allow_empty_namespaces_from_env_with_the_namespaces() -> None:
+    env = {"ECR_CLEANUP_NAMESPACES": "shop,batch", "ECR_CLEANUP_ALLOW_EMPTY_NAMESPACES": "batch"}
+    assert parse("-repos=a", env=env).allow_empty_namespaces == ("batch",)
+
+
 def test_env_var_cases_cover_every_value_flag() -> None:
     covered = {env for env, *_ in ENV_CASES} | {
+        "ECR_CLEANUP_ALLOW_EMPTY_NAMESPACES",  # needs -namespaces too: its own test above
         "ECR_CLEANUP_REPOS",
         "ECR_CLEANUP_KUBECONFIG",
         "ECR_CLEANUP_CONFIG",
@@ -544,7 +588,8 @@ def test_unknown_env_var_is_warned_about(
         ([], "-repos: required"),
         (["-repos=,"], "-repos: required"),
         (["-repos=a", "-exclude-repos=a"], "--exclude-repos: excludes every repository"),
-        (["-repos=a", "-keep-filters=ok,(bad"], "-keep-filters: invalid regular expression '(bad'"),
+        (["-repos=a", "-keep-filters=ok,a)b"], "-keep-filters: invalid regular expression 'a)b'"),
+        (["-repos=a", "-keep-filters=ok,(bad"], "-keep-filters: 'ok,(bad': an unclosed '('"),
         (["-repos=a", "-max-images=0"], "-max-images: expected a positive integer, got 0"),
         (["-repos=a", "--max-images", "-5"], "-max-images: expected a positive integer, got -5"),
         (["-repos=a", "-max-images=x"], "-max-images: expected a positive integer"),
@@ -556,7 +601,8 @@ def test_unknown_env_var_is_warned_about(
         (["-repos=a", "--keep-younger-than=-1d"], "--keep-younger-than: expected a positive"),
         (["-repos=a", "--keep-pulled-within=0s"], "--keep-pulled-within: expected a positive"),
         (["-repos=a", "-dry-run=yes"], "-dry-run: expected a boolean"),
-        (["-repos=a", "-dry-run", "nope"], "-dry-run: expected a boolean"),
+        (["-repos=a", "-dry-run", "nope"], "-dry-run: a boolean flag takes its value after '='"),
+        (["-repos=a", "-dry-run=nope"], "-dry-run: expected a boolean"),
         (["-repos=a", "-logtostderr=maybe"], "-logtostderr: expected a boolean"),
         (["-repos=a", "--once=2"], "--once: expected a boolean"),
         (["-repos=a", "-v=x"], "-v: expected a verbosity level"),
@@ -574,6 +620,19 @@ def test_unknown_env_var_is_warned_about(
         (["-repos=a", "-kubeconfig=/nonexistent/kubeconfig"], "-kubeconfig: cannot read"),
         (["-repos=a", "--config=/nonexistent.yaml"], "--config: cannot read '/nonexistent.yaml'"),
         (["-repos=a", "--in-cluster", "--kube-context=x"], "--in-cluster: cannot be combined"),
+        (["-repos=a", "-region=not a region!"], "-region: 'not a region!' is not an AWS region"),
+        (["-repos=a", "-region=garbage"], "-region: 'garbage' is not an AWS region name"),
+        (["-repos=a", "-interval=1ms"], "-interval: must be at least 1s, got '1ms'"),
+        (["-repos=a", "-interval=0.5s"], "-interval: must be at least 1s"),
+        (["-repos=a", "--concurrency=100000"], "--concurrency: must be from 1 to 256, got 100000"),
+        (
+            ["-repos=a", "--allow-empty-namespaces=batch"],
+            "--allow-empty-namespaces: batch is not in -namespaces (unset: the check is per cluster)",
+        ),
+        (
+            ["-repos=a", "-namespaces=shop", "--allow-empty-namespaces=batch"],
+            "--allow-empty-namespaces: batch is not in -namespaces (shop)",
+        ),
     ],
 )
 def test_errors_exit_2_with_one_line(
@@ -651,6 +710,111 @@ def test_unreadable_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert line.startswith("--config: cannot read")
 
 
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        ("{1: 2}: 3\n", "--config {path}: invalid YAML: a dict cannot be a key at line 1"),
+        (
+            "repositories:\n  - name: a\n    [x]: 1\n",
+            "--config {path}: invalid YAML: a list cannot",
+        ),
+        (
+            "repositories:\n  - name: 'app/[a'\n",
+            "--config {path}: repositories[0].name: 'app/[a': the '[' at position 4 is never closed",
+        ),
+        (
+            "repositories:\n  - name: other\n",
+            "--config {path}: repositories[0].name: 'other' matches no repository that -repos "
+            "(a,team-*) selects, so this entry would never apply",
+        ),
+    ],
+)
+def test_config_file_errors_found_by_an_adversary(
+    text: str, start: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "overrides.yaml"
+    path.write_text(text)
+    line = error_line(capsys, ["-repos=a,team-*", f"--config={path}"])
+    assert line.startswith(start.format(path=path)), line
+
+
+def test_config_glob_that_no_exactly_named_repository_matches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("repositories:\n  - name: 'team-*'\n")
+    line = error_line(capsys, ["-repos=app,web", f"--config={path}"])
+    assert line == (
+        f"--config {path}: repositories[0].name: 'team-*' matches no repository that -repos "
+        "(app,web) selects, so this entry would never apply"
+    )
+    # excluded by --exclude-repos: never applies either
+    path.write_text("repositories:\n  - name: app\n")
+    line = error_line(capsys, ["-repos=*", "--exclude-repos=app", f"--config={path}"])
+    assert "'app' matches no repository that -repos (*) minus --exclude-repos (app)" in line
+
+
+def test_config_yaml_merge_keys_work_as_in_safe_load(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "defaults: &defaults {max-images: 5, keep-younger-than: 3d}\n"
+        "repositories:\n"
+        "  - <<: *defaults\n"
+        "    name: app\n"
+        "  - <<: *defaults\n"
+        "    name: web\n"
+        "    max-images: 7\n"
+    )
+    with pytest.raises(ConfigError, match="unknown key 'defaults'"):
+        parse("-repos=app,web", f"--config={path}")
+    path.write_text(path.read_text().replace("defaults: &defaults", "x-defaults: &defaults"))
+    with pytest.raises(ConfigError, match="unknown key 'x-defaults'"):
+        parse("-repos=app,web", f"--config={path}")
+    path.write_text(
+        "repositories:\n"
+        "  - &app {name: app, max-images: 5, keep-younger-than: 3d}\n"
+        "  - <<: *app\n"
+        "    name: web\n"
+        "    max-images: 7\n"
+    )
+    settings = parse("-repos=app,web", f"--config={path}")
+    assert settings.rules_for("app").max_images == 5
+    assert settings.rules_for("web").max_images == 7  # its own key wins over the merged one
+    assert settings.rules_for("web").keep_younger_than == timedelta(days=3)
+
+
+def test_config_empty_path_and_endless_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert error_line(capsys, ["-repos=a", "--config="]) == (
+        "--config: expected the path of a YAML file, got ''"
+    )
+    assert error_line(capsys, ["-repos=a", "--config=/dev/zero"]) == (
+        "--config: '/dev/zero' is larger than 4 MiB"
+    )
+
+
+def test_config_duplicate_check_makes_no_glob_match_per_pair_of_entries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the old check called fnmatch for every (entry, earlier entry) pair: 16,000 entries took
+    # 99 s. Count the glob matches the validation makes for 2,000 entries behind 10 globs.
+    from controller import settings as settings_module
+    from controller.settings import parse_config
+
+    calls = 0
+    real = fnmatch.fnmatchcase
+
+    def counting(name: str, pattern: str) -> bool:
+        nonlocal calls
+        calls += 1
+        return real(name, pattern)
+
+    monkeypatch.setattr(settings_module, "fnmatchcase", counting)
+    entries = [{"name": f"g{i}-*"} for i in range(10)] + [{"name": f"r{i}"} for i in range(2000)]
+    overrides = parse_config({"repositories": entries}, defaults=Rules(), source="big.yaml")
+    assert len(overrides) == 2010
+    assert calls == 0  # per-pair fnmatch (about 2,000,000 calls) is gone
+
+
 def test_parse_settings_raises_config_error() -> None:
     with pytest.raises(ConfigError) as caught:
         parse("-repos=a", "-max-images=0")
@@ -699,7 +863,7 @@ def test_main_without_dry_run_has_no_dry_run_warning(
 
 def test_main_returns_the_app_status(monkeypatch: pytest.MonkeyPatch) -> None:
     module = types.ModuleType("controller.app")
-    module.run = lambda settings: 3  # type: ignore[attr-defined]
+    module.run = lambda settings, **_: 3  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "controller.app", module)
     assert main(["-repos=app"]) == 3
 
@@ -778,3 +942,78 @@ def test_flag_table() -> None:
     assert by_name["max-staleness"].default == "5m"
     assert by_name["max-images"].option == "-max-images"
     assert by_name["keep-tags"].option == "--keep-tags"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "start"),
+    [
+        ("AWS_REGION", "garbage", "AWS_REGION: 'garbage' is not an AWS region name"),
+        ("AWS_DEFAULT_REGION", "us east 1", "AWS_DEFAULT_REGION: 'us east 1' is not an AWS region"),
+        (
+            "AWS_ENDPOINT_URL_ECR",
+            "not a url",
+            "AWS_ENDPOINT_URL_ECR: expected an http:// or https://",
+        ),
+        ("AWS_ENDPOINT_URL", "ftp://host", "AWS_ENDPOINT_URL: expected an http:// or https://"),
+        (
+            "AWS_ENDPOINT_URL_ECR",
+            "http://",
+            "AWS_ENDPOINT_URL_ECR: expected an http:// or https://",
+        ),
+    ],
+)
+def test_aws_environment_errors_exit_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+    start: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    line = error_line(capsys, ["-repos=a"])
+    assert line.startswith(start), line
+
+
+@pytest.mark.parametrize(
+    "region",
+    [
+        "us-east-1",
+        "eu-central-2",
+        "us-gov-west-1",
+        "cn-north-1",
+        "us-isob-east-1",
+        "eusc-de-east-1",
+    ],
+)
+def test_every_partition_s_region_form_is_accepted(region: str) -> None:
+    assert parse("-repos=a", f"-region={region}").region == region
+    assert parse("-repos=a", env={"AWS_REGION": region}).region is None  # the SDK reads it
+
+
+def test_the_region_flag_wins_over_a_bad_environment_region() -> None:
+    assert (
+        parse("-repos=a", "-region=eu-west-1", env={"AWS_REGION": "garbage"}).region == "eu-west-1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "patterns"),
+    [
+        ("^release-[0-9]{1,3}$", ["^release-[0-9]{1,3}$"]),
+        ("^release-,stable$", ["^release-", "stable$"]),
+        ("^v[0-9]{1,2}\\.[0-9]+$,^hotfix-", ["^v[0-9]{1,2}\\.[0-9]+$", "^hotfix-"]),
+        ("a\\,b,c", ["a\\,b", "c"]),
+        ("[,;]x,(a|b,c)", ["[,;]x", "(a|b,c)"]),
+    ],
+)
+def test_keep_filters_split_only_between_regexes(text: str, patterns: list[str]) -> None:
+    settings = parse("-repos=a", f"-keep-filters={text}")
+    assert [p.pattern for p in settings.rules.keep_filters] == patterns
+
+
+def test_keep_filters_are_logged_as_parsed_at_start_up(
+    fake_app: list[Settings], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["-repos=app", "-keep-filters=^release-[0-9]{1,3}$,^stable$"]) == 0
+    err = capsys.readouterr().err
+    assert "keep filters (-keep-filters): 2: '^release-[0-9]{1,3}$', '^stable$'" in err

@@ -131,5 +131,5 @@ async def test_no_pods_in_scope_refuses_unless_allowed(world: World) -> None:
     ]
     refused = world.run(args)
     assert refused.returncode == 1
-    assert "no pods in scope" in refused.stdout
+    assert "REFUSED: no pods in namespace empty-ns of cluster e2e" in refused.stdout
     assert world.state() == before

@@ -107,7 +107,8 @@ def test_real_deletions_count_images_bytes_and_sizes(
 
     assert value(registry, "ecr_cleanup_images_deleted_total", repository="app") == 3
     assert value(registry, "ecr_cleanup_reclaimed_bytes_total", repository="app") == 300
-    assert value(registry, "ecr_cleanup_dry_run_images_deleted_total", repository="app") is None
+    assert value(registry, "ecr_cleanup_dry_run_would_delete_images", repository="app") == 0
+    assert value(registry, "ecr_cleanup_dry_run_would_reclaim_bytes", repository="app") == 0
     assert value(registry, "ecr_cleanup_repository_images", repository="app") == 7
     assert value(registry, "ecr_cleanup_repository_size_bytes", repository="app") == 700
     assert value(registry, "ecr_cleanup_dry_run") == 0
@@ -119,13 +120,13 @@ def test_real_deletions_count_images_bytes_and_sizes(
     assert value(registry, "ecr_cleanup_last_success_timestamp_seconds") == FINISHED.timestamp()
 
 
-def test_dry_run_counts_would_be_deletions_apart_and_sizes_stay(
+def test_dry_run_shows_what_it_would_delete_now_and_sizes_stay(
     registry: CollectorRegistry, metrics: Metrics
 ) -> None:
     metrics.observe_cycle(cycle(repo("app", before=10, deleted=4, size=50), dry_run=True), 1.0)
 
-    assert value(registry, "ecr_cleanup_dry_run_images_deleted_total", repository="app") == 4
-    assert value(registry, "ecr_cleanup_dry_run_reclaimed_bytes_total", repository="app") == 200
+    assert value(registry, "ecr_cleanup_dry_run_would_delete_images", repository="app") == 4
+    assert value(registry, "ecr_cleanup_dry_run_would_reclaim_bytes", repository="app") == 200
     assert value(registry, "ecr_cleanup_images_deleted_total", repository="app") is None
     assert value(registry, "ecr_cleanup_reclaimed_bytes_total", repository="app") is None
     # a dry run deletes nothing: the repository keeps its size
@@ -133,6 +134,21 @@ def test_dry_run_counts_would_be_deletions_apart_and_sizes_stay(
     assert value(registry, "ecr_cleanup_repository_size_bytes", repository="app") == 500
     assert value(registry, "ecr_cleanup_dry_run") == 1
     assert value(registry, "ecr_cleanup_cycles_total", result="ok") == 1
+
+
+def test_would_delete_is_a_gauge_not_a_sum_over_dry_run_cycles(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    # the same plan on every cycle: the figure stays, it does not grow with the cycle count
+    for _ in range(3):
+        metrics.observe_cycle(cycle(repo("app", before=10, deleted=4, size=50), dry_run=True), 1)
+    assert value(registry, "ecr_cleanup_dry_run_would_delete_images", repository="app") == 4
+    metrics.observe_cycle(cycle(repo("app", before=10, deleted=1, size=50), dry_run=True), 1)
+    assert value(registry, "ecr_cleanup_dry_run_would_delete_images", repository="app") == 1
+    assert value(registry, "ecr_cleanup_dry_run_would_reclaim_bytes", repository="app") == 50
+    # dry-run turned off: the real cycle deletes, nothing is left pending
+    metrics.observe_cycle(cycle(repo("app", before=10, deleted=1, size=50)), 1)
+    assert value(registry, "ecr_cleanup_dry_run_would_delete_images", repository="app") == 0
 
 
 def test_counters_add_up_over_cycles(registry: CollectorRegistry, metrics: Metrics) -> None:

@@ -13,7 +13,7 @@ import anyio.lowlevel
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from controller.serving import serve, split_address
+from controller.serving import listen, serve, split_address
 
 
 @pytest.fixture
@@ -32,12 +32,13 @@ async def running(
     ready: Callable[[], str | None] = lambda: None,
 ) -> AsyncIterator[str]:
     """The server in a task group; yields its base URL; cancelled on exit."""
-    async with anyio.create_task_group() as tg:
-        port = await tg.start(
-            partial(serve, address, registry=registry, healthy=healthy, ready=ready)
-        )
-        yield f"http://127.0.0.1:{port}"
-        tg.cancel_scope.cancel()
+    with await listen(address) as sock:
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(
+                partial(serve, sock, registry=registry, healthy=healthy, ready=ready)
+            )
+            yield f"http://127.0.0.1:{port}"
+            tg.cancel_scope.cancel()
 
 
 async def get(url: str, **headers: str) -> tuple[int, str, str]:
@@ -189,12 +190,12 @@ async def test_cancellation_shuts_down_fast_despite_open_connections(
     registry: CollectorRegistry,
 ) -> None:
     async with aiohttp.ClientSession() as session:
-        with anyio.fail_after(1):
+        with anyio.fail_after(1), await listen("127.0.0.1:0") as sock:
             async with anyio.create_task_group() as tg:
                 port = await tg.start(
                     partial(
                         serve,
-                        "127.0.0.1:0",
+                        sock,
                         registry=registry,
                         healthy=lambda: True,
                         ready=lambda: None,
@@ -217,3 +218,17 @@ async def test_the_port_is_free_again_after_shutdown(registry: CollectorRegistry
     async with running(registry, address=f"127.0.0.1:{port}") as again:
         status, _, _ = await get(again + "/healthz")
     assert status == 200
+
+
+async def test_an_address_in_use_fails_at_listen_naming_the_error(
+    registry: CollectorRegistry,
+) -> None:
+    async with running(registry) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with pytest.raises(OSError, match="in use"):
+            await listen(f"127.0.0.1:{port}")
+
+
+async def test_an_address_this_host_does_not_have_fails_at_listen() -> None:
+    with pytest.raises(OSError, match="assign requested address"):
+        await listen("192.0.2.1:0")  # TEST-NET-1: never a local address

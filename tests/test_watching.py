@@ -260,7 +260,7 @@ async def test_a_403_on_one_source_stops_all_pruning_with_the_reason(harness: Ha
     cron = SourceKey("sim", "cronjobs")
     await eventually(lambda: harness.tracker.sources[cron].denied == 403)
     refusal = harness.tracker.refusal(
-        harness.index, time.monotonic(), max_staleness=300, allow_empty=False
+        harness.index, time.monotonic(), max_staleness=300, may_be_empty=lambda _source: False
     )
     assert refusal is not None
     assert "sim/cronjobs: answers 403" in refusal
@@ -277,7 +277,7 @@ async def test_a_403_on_one_source_stops_all_pruning_with_the_reason(harness: Ha
     report = await pruner.run_cycle(
         now=datetime.now(UTC),
         gate=lambda: harness.tracker.refusal(
-            harness.index, time.monotonic(), max_staleness=300, allow_empty=False
+            harness.index, time.monotonic(), max_staleness=300, may_be_empty=lambda _source: False
         ),
         clock=lambda: datetime.now(UTC),
     )
@@ -290,7 +290,7 @@ async def test_a_403_on_one_source_stops_all_pruning_with_the_reason(harness: Ha
     )
     assert (
         harness.tracker.refusal(
-            harness.index, time.monotonic(), max_staleness=300, allow_empty=False
+            harness.index, time.monotonic(), max_staleness=300, may_be_empty=lambda _source: False
         )
         is None
     )
@@ -304,8 +304,15 @@ async def test_staleness_past_the_limit_refuses(harness: Harness) -> None:
     harness.sim.drop_watches()
     await eventually(lambda: not watcher.status.connected)
     now = time.monotonic()
-    assert harness.tracker.refusal(harness.index, now, max_staleness=60, allow_empty=False) is None
-    refusal = harness.tracker.refusal(harness.index, now + 61, max_staleness=60, allow_empty=False)
+    assert (
+        harness.tracker.refusal(
+            harness.index, now, max_staleness=60, may_be_empty=lambda _source: False
+        )
+        is None
+    )
+    refusal = harness.tracker.refusal(
+        harness.index, now + 61, max_staleness=60, may_be_empty=lambda _source: False
+    )
     assert refusal is not None
     assert "disconnected for" in refusal
     assert harness.index.digest_in_use(digest(1))  # the last view still protects meanwhile

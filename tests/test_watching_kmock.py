@@ -304,7 +304,7 @@ async def test_403_marks_the_source_denied_until_permission_returns(
     watcher = harness.watch()
     await eventually(lambda: harness.tracker.sources[PODS].denied == 403)
     refusal = harness.tracker.refusal(
-        harness.index, time.monotonic(), max_staleness=300, allow_empty=False
+        harness.index, time.monotonic(), max_staleness=300, may_be_empty=lambda _source: False
     )
     assert refusal is not None
     assert "kmock/pods: answers 403" in refusal
@@ -317,7 +317,7 @@ async def test_403_marks_the_source_denied_until_permission_returns(
     assert harness.index.digest_in_use(digest(1))
     assert (
         harness.tracker.refusal(
-            harness.index, time.monotonic(), max_staleness=300, allow_empty=False
+            harness.index, time.monotonic(), max_staleness=300, may_be_empty=lambda _source: False
         )
         is None
     )
