@@ -35,7 +35,7 @@ from prometheus_client import (
 )
 
 from controller.clusters import Cluster, connect
-from controller.ecr import AioEcr, known_region, open_ecr
+from controller.ecr import AioEcr, check_profile, known_region, open_ecr
 from controller.inventory import InUseIndex, SourceKey
 from controller.leadership import AlwaysLeader, ElectionConfig, LeaderElector
 from controller.metrics import Metrics
@@ -439,6 +439,7 @@ async def _cycles(
 
 
 async def _main(settings: Settings, early_signal: Callable[[], int | None]) -> int:
+    check_profile()  # before connecting anywhere: a wrong AWS_PROFILE is a start-up error
     stopping = anyio.Event()
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         received = early_signal()

@@ -14,15 +14,18 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from kubernetes_asyncio import client, config
+
+from controller.settings import ConfigError
 
 log = logging.getLogger(__name__)
 
 IN_CLUSTER = "in-cluster"
 
 
-class ClusterConfigError(Exception):
-    """The kubeconfig or context cannot be used."""
+class ClusterConfigError(ConfigError):
+    """The kubeconfig or a context cannot be used: `field` names the flag to fix."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,29 +66,28 @@ async def connect(
             try:
                 config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             except config.ConfigException as exc:
-                raise ClusterConfigError(f"in-cluster config: {exc}") from exc
+                raise ClusterConfigError("--in-cluster", f"no in-cluster config: {exc}") from exc
             api = await stack.enter_async_context(client.ApiClient(cfg))
             clusters.append(Cluster(IN_CLUSTER, api))
         else:
             path = _kubeconfig_path(kubeconfig)
-            try:
-                _, current = config.list_kube_config_contexts(path)
-            except (OSError, config.ConfigException) as exc:
-                raise ClusterConfigError(f"kubeconfig {path}: {exc}") from exc
-            names = list(contexts) or [current["name"] if current else ""]
+            names = _context_names(path, contexts)
             for name in names:
                 cfg = client.Configuration()
                 try:
                     await config.load_kube_config(
                         config_file=path,
-                        context=name or None,
+                        context=name,
                         client_configuration=cfg,
                         persist_config=False,
                     )
-                except (OSError, config.ConfigException, ValueError) as exc:
-                    raise ClusterConfigError(f"kubeconfig {path}, context {name!r}: {exc}") from exc
+                except (OSError, config.ConfigException, ValueError, TypeError) as exc:
+                    raise ClusterConfigError(
+                        "--kube-context" if contexts else "-kubeconfig",
+                        f"kubeconfig {path}, context {name!r}: {exc}",
+                    ) from exc
                 api = await stack.enter_async_context(client.ApiClient(cfg))
-                clusters.append(Cluster(name or "default", api))
+                clusters.append(Cluster(name, api))
         for cluster in clusters:
             log.info(
                 "cluster %s at %s",
@@ -94,3 +96,55 @@ async def connect(
                 extra={"cluster": cluster.name},
             )
         yield clusters
+
+
+def _context_names(path: str, contexts: Sequence[str]) -> list[str]:
+    """The contexts to connect to, checked against the kubeconfig before any client is built.
+
+    kubernetes_asyncio answers an empty file, a list or a scalar with a TypeError, and an
+    unknown context with "Invalid kube-config file": here each is one line naming what to fix.
+    """
+    where = f"kubeconfig {path}"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except OSError as exc:
+        raise ClusterConfigError("-kubeconfig", f"{where}: cannot read: {exc.strerror}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ClusterConfigError("-kubeconfig", f"{where}: not valid YAML{at}") from None
+    if not isinstance(document, dict):
+        kinds = {list: "a list", str: "a string", int: "a number", float: "a number"}
+        got = "an empty file" if document is None else kinds.get(type(document), "a scalar")
+        raise ClusterConfigError(
+            "-kubeconfig",
+            f"{where}: expected a kubeconfig (a mapping with clusters, contexts and users), "
+            f"got {got}",
+        )
+    entries = document.get("contexts") or []
+    known = [
+        str(entry["name"])
+        for entry in (entries if isinstance(entries, list) else [])
+        if isinstance(entry, dict) and entry.get("name")
+    ]
+    listing = ", ".join(known) or "none"
+    if contexts:
+        for name in contexts:
+            if name not in known:
+                raise ClusterConfigError(
+                    "--kube-context", f"no context {name!r} in {path} (contexts: {listing})"
+                )
+        return list(contexts)
+    current = document.get("current-context")
+    if not current:
+        raise ClusterConfigError(
+            "--kube-context",
+            f"{where} has no current-context: name one with --kube-context (contexts: {listing})",
+        )
+    if current not in known:
+        raise ClusterConfigError(
+            "-kubeconfig",
+            f"{where}: current-context {current!r} is not among its contexts ({listing})",
+        )
+    return [str(current)]

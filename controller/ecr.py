@@ -98,7 +98,7 @@ class RetryPolicy:
     base: float = 1.0
     max_backoff: float = 20.0
     budget: float = 60.0
-    # seconds from the first attempt after which no retry starts
+    # seconds of back-off in all: no retry starts whose wait would take the sum past this
     jitter: Callable[[], float] = field(default=random.random, compare=False)
 
     def delay(self, retry: int) -> float:
@@ -528,6 +528,15 @@ async def open_ecr(
             registry_id=registry_id,
             call_budget=call_budget,
         )
+
+
+def check_profile() -> None:
+    """Raise ConfigError when AWS_PROFILE names a profile the AWS config files do not have
+    (botocore would raise ProfileNotFound from deep inside the first client)."""
+    try:
+        botocore.session.Session().get_scoped_config()
+    except ProfileNotFound as exc:
+        raise ConfigError("AWS_PROFILE", f"{exc}: check AWS_PROFILE and ~/.aws/config") from None
 
 
 def known_region(region: str) -> bool:

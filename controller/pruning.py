@@ -91,6 +91,11 @@ class RepositoryReport:
     def ok(self) -> bool:
         return not self.errors and not self.failed
 
+    @property
+    def stopped(self) -> bool:
+        """Cut short: by shutdown before its task returned, or by the gate between batches."""
+        return not self.finished or self.stopped_by is not None
+
 
 @dataclass
 class CycleReport:
@@ -283,6 +288,17 @@ class Pruner:
                 )
             elif decision.reason.value == "deletion-cap":
                 report.held_back += 1
+        if log.isEnabledFor(logging.DEBUG):  # -v=1: why each image stays
+            for decision in the_plan.kept:
+                log.debug(
+                    "keep %s@%s tags=%s reason=%s %s",
+                    repository.name,
+                    decision.image.digest,
+                    ",".join(decision.image.tags) or "-",
+                    decision.reason.value,
+                    decision.detail,
+                    extra={"repository": repository.name, "reason": decision.reason.value},
+                )
         if self._options.dry_run:
             self._dry_run(repository, the_plan, report)
         else:
@@ -372,7 +388,7 @@ class Pruner:
         a rollback to start using an image, or for this replica to lose the Lease.
         """
         retry = self._options.delete_retry
-        started = anyio.current_time()
+        waited = 0.0
         announced: set[Digest] = set()
         attempt = 0
         while True:
@@ -403,9 +419,9 @@ class Pruner:
             except EcrError as exc:
                 attempt += 1
                 delay = retry.delay(attempt)
-                spent = anyio.current_time() - started
-                if not exc.retryable or attempt >= retry.attempts or spent + delay > retry.budget:
+                if not exc.retryable or attempt >= retry.attempts or waited + delay > retry.budget:
                     raise
+                waited += delay
                 log.warning(
                     "repository %s: BatchDeleteImage of %d image(s) failed (%s: %s); "
                     "attempt %d of %d, checking the batch again and retrying in %.2fs",

@@ -1,4 +1,4 @@
-"""The cycle report as people and programs read it: an aligned table, or one JSON document."""
+"""The cycle report as people and programs read it: an aligned table, or one JSON object per line."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ from typing import Literal
 
 import orjson
 
-from controller.pruning import CycleReport
+from controller.pruning import CycleReport, RepositoryReport
 
 
 def to_json(report: CycleReport) -> str:
-    """The whole report; dataclasses and datetimes serialise as they are (ISO 8601 in UTC)."""
+    """The whole report on one line (a service prints one per cycle: one object per line, as
+    log shippers and `jq` read them); dataclasses and datetimes serialise as they are."""
     document = orjson.loads(orjson.dumps(report))
     document["ok"] = report.ok
-    return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
+    return orjson.dumps(document).decode()
 
 
 def human_bytes(count: float) -> str:
@@ -32,20 +33,36 @@ def to_table(report: CycleReport) -> str:
     ]
     if report.refused:
         lines.append(f"REFUSED: {report.refused}")
-    header = ("REPOSITORY", "BEFORE", "AFTER", verb, "PROTECTED", "FAILED", "RECLAIMED", "STATUS")
+    if report.stopped:
+        unfinished = sum(r.stopped for r in report.repositories)
+        lines.append(
+            f"STOPPED: {report.stopped}; {unfinished} repositories not finished, "
+            "what was done is below"
+        )
+    header = (
+        "REPOSITORY",
+        "BEFORE",
+        "AFTER",
+        verb,
+        "PROTECTED",
+        "HELD",
+        "FAILED",
+        "RECLAIMED",
+        "STATUS",
+    )
     rows = [header]
     for repo in report.repositories:
-        status = "ok" if repo.ok else f"{len(repo.errors) + len(repo.failed)} problem(s)"
         rows.append(
             (
                 repo.name,
-                str(repo.images_before),
-                str(repo.images_after),
+                str(repo.images_before) if repo.listed else "-",
+                str(repo.images_after) if repo.listed else "-",
                 str(len(repo.deleted)),
                 str(sum(repo.protected.values())),
+                str(repo.held_back),
                 str(len(repo.failed)),
                 human_bytes(repo.bytes_reclaimed),
-                status,
+                _status(repo),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -64,12 +81,24 @@ def to_table(report: CycleReport) -> str:
             lines.append(f"{repo.name}: failed {failure.digest}: {failure.code} {failure.message}")
     for error in report.errors:
         lines.append(f"error: {error}")
+    for warning in report.warnings:
+        lines.append(f"warning: {warning}")
     total = sum(r.bytes_reclaimed for r in report.repositories)
     lines.append(
         f"total: {report.deleted} image(s) {'would be ' if report.dry_run else ''}deleted, "
         f"{human_bytes(total)} {'reclaimable' if report.dry_run else 'reclaimed'}"
     )
     return "\n".join(lines)
+
+
+def _status(repo: RepositoryReport) -> str:
+    if repo.stopped:
+        return "stopped"
+    if not repo.listed:
+        return "error: not listed"
+    if repo.ok:
+        return "ok"
+    return f"{len(repo.errors) + len(repo.failed)} problem(s)"
 
 
 def render(report: CycleReport, output: Literal["table", "json"]) -> str:

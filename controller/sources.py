@@ -139,13 +139,26 @@ def request(cluster: Cluster, kind: Kind, namespace: str | None) -> Callable[...
     return getattr(api, kind.list_all)  # type: ignore[no-any-return]
 
 
+def status_text(body: bytes) -> str:
+    """What an error answer says: a Kubernetes Status's reason and message, else its text."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and data.get("kind") == "Status":
+        reason, message = data.get("reason"), data.get("message")
+        return ": ".join(str(part) for part in (reason, message) if part) or "no reason given"
+    text = body[:200].decode("utf-8", "replace")
+    return " ".join(text.split()) or "empty body"
+
+
 async def read_json(response: Any, what: str) -> dict[str, Any]:
     """Read a raw response, failing on a non-2xx status or a body that is not a JSON object."""
     async with response:
         body = await response.read()
         if not 200 <= response.status < 300:
             raise SourceError(
-                f"{what}: HTTP {response.status}: {body[:200]!r}", status=response.status
+                f"{what}: HTTP {response.status}: {status_text(body)}", status=response.status
             )
     try:
         data = orjson.loads(body)

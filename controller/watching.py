@@ -29,13 +29,15 @@ from kubernetes_asyncio import client
 
 from controller.clusters import Cluster
 from controller.inventory import InUseIndex, SourceKey
-from controller.sources import Kind, SourceError, list_kind, request, uid_of
+from controller.sources import Kind, SourceError, list_kind, request, status_text, uid_of
 from controller.trust import SourceTracker
 
 log = logging.getLogger(__name__)
 
 
 VERY_SHORT_WATCH = 1.0  # seconds: a stream shorter than this with no event is an error
+STABLE_WATCH = 60.0
+# seconds: a stream that stayed up this long, or delivered an event, resets the back-off
 
 
 class Expired(Exception):
@@ -176,12 +178,17 @@ class Watcher:
         self.sink = EventSink(self.source, kind, index)
         self.version: str | None = None
         # the last resourceVersion seen (LIST, event or bookmark); None = LIST next
+        self.backoff = Backoff(self.options.backoff_initial, self.options.backoff_max)
+        # between failed attempts; reset by a stream that delivered events or stayed up
+        self._opened: tuple[float, int] | None = None
+        # when the current stream opened, and the event count then; None = no stream open
         index.register(self.source)
         self.status = tracker.register(self.source)
 
     async def run(self) -> None:
-        backoff = Backoff(self.options.backoff_initial, self.options.backoff_max)
+        backoff = self.backoff
         while True:
+            self._opened = None
             try:
                 if self.version is None:
                     self.version = await self.list_once()
@@ -191,6 +198,8 @@ class Watcher:
                 # until the new LIST lands, the view ages like any disconnected one; back off
                 # so that a server answering 410 to every watch is not hammered with LISTs
                 self.tracker.disconnected(self.source, self.clock(), f"410 Gone: {exc}")
+                if self._was_healthy():
+                    backoff.reset()
                 delay = backoff.next()
                 log.info(
                     "%s: %s; listing again in %.1fs",
@@ -205,9 +214,13 @@ class Watcher:
                 SourceError,
                 aiohttp.ClientError,
                 TimeoutError,
+                OSError,
+                ValueError,
                 client.exceptions.ApiException,
             ) as exc:
                 # the stream broke: resume from the last version seen (bookmarks included)
+                if self._was_healthy():
+                    backoff.reset()  # as client-go: a stream that worked is not a failing one
                 status = getattr(exc, "status", None)
                 self.tracker.disconnected(
                     self.source, self.clock(), f"{type(exc).__name__}: {exc}", status_code=status
@@ -257,12 +270,13 @@ class Watcher:
             if not 200 <= response.status < 300:
                 body = await response.read()
                 raise SourceError(
-                    f"WATCH {self.source}: HTTP {response.status}: {body[:200]!r}",
+                    f"WATCH {self.source}: HTTP {response.status}: {status_text(body)}",
                     status=response.status,
                 )
             self.tracker.connected(self.source, self.clock())
             self.status.restarts += 1
             opened, events_before = self.clock(), self.status.events
+            self._opened = (opened, events_before)
             buffer = b""
             async for chunk in response.content.iter_any():
                 buffer += chunk
@@ -277,6 +291,13 @@ class Watcher:
             # closing it, a server answering a plain body), so backoff applies instead of a spin
             raise SourceError(f"WATCH {self.source}: stream ended at once with no event")
         # a normal end (timeoutSeconds): the caller resumes from self.version, no re-list
+
+    def _was_healthy(self) -> bool:
+        """Whether the stream that just broke delivered events or stayed up a while."""
+        if self._opened is None:
+            return False
+        opened, events_before = self._opened
+        return self.status.events > events_before or self.clock() - opened >= STABLE_WATCH
 
     def _apply(self, line: bytes) -> None:
         self.version = self.sink.apply_line(line) or self.version

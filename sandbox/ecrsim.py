@@ -59,6 +59,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -90,6 +91,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_ACCESS_KEY = re.compile(r"Credential=([^/,\s]+)/")
 
 TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -216,6 +219,12 @@ class RecordedRequest:
 
     operation: str
     params: Mapping[str, Any]
+    caller: str = ""
+    # the access key id of the SigV4 Authorization header: which client sent it
+    received_at: float = 0.0
+    # time.monotonic() when the request arrived (before any injected latency)
+    answered_at: float = 0.0
+    # time.monotonic() when it was carried out and answered (after the latency)
 
 
 @dataclass(slots=True)
@@ -881,7 +890,14 @@ class EcrRegistry:
 
     # ------------------------------------------------------------- dispatch
 
-    def handle(self, target: str | None, body: bytes) -> tuple[int, bytes]:
+    def handle(
+        self,
+        target: str | None,
+        body: bytes,
+        *,
+        caller: str = "",
+        received_at: float | None = None,
+    ) -> tuple[int, bytes]:
         """Answer one AWS JSON 1.1 request: (HTTP status, JSON body)."""
         operation = (target or "").removeprefix(TARGET_PREFIX)
         with self._lock:
@@ -890,8 +906,15 @@ class EcrRegistry:
                 params = orjson.loads(body) if body else {}
             except orjson.JSONDecodeError:
                 params = None
+            now = time.monotonic()
             self._requests.append(
-                RecordedRequest(operation, params if isinstance(params, dict) else {})
+                RecordedRequest(
+                    operation,
+                    params if isinstance(params, dict) else {},
+                    caller=caller,
+                    received_at=now if received_at is None else received_at,
+                    answered_at=now,
+                )
             )
             try:
                 payload = self._answer(target, operation, params)
@@ -1283,12 +1306,16 @@ class _HttpFront:
             logger.info("ecrsim: stopped %s", self.endpoint_url)
 
     async def _handle(self, request: web.Request) -> web.Response:
+        received_at = time.monotonic()
         body = await request.read()
         target = request.headers.get("X-Amz-Target")
         delay = self._registry.latency_for(target)
         if delay > 0:
             await asyncio.sleep(delay)
-        status, payload = self._registry.handle(target, body)
+        caller = _ACCESS_KEY.search(request.headers.get("Authorization", ""))
+        status, payload = self._registry.handle(
+            target, body, caller=caller.group(1) if caller else "", received_at=received_at
+        )
         return web.Response(
             status=status,
             body=payload,

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import types
@@ -859,6 +860,24 @@ def test_main_without_dry_run_has_no_dry_run_warning(
 ) -> None:
     assert main(["-repos=app", "-dry-run=false"]) == 0
     assert "DRY RUN" not in capsys.readouterr().err
+
+
+def test_a_signal_before_the_event_loop_is_recorded_not_fatal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # SIGTERM while the controller's modules load used to kill the process with -15
+    module = types.ModuleType("controller.app")
+
+    def run(settings: Settings, *, early_signal: Callable[[], int | None]) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)  # the kubelet, during start-up
+        received = early_signal()
+        return 7 if received == signal.SIGTERM else 0
+
+    module.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "controller.app", module)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["-repos=app"]) == 7
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored after main
 
 
 def test_main_returns_the_app_status(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -264,3 +264,85 @@ def test_two_replicas_exactly_one_prunes_and_the_other_takes_over(
     second.wait_until(lambda: second.cycles() >= 1, 30, "the new leader's first cycle")
     assert len(world.state()["shop/api"]) == MAX_IMAGES
     assert second.terminate() == 0
+
+
+def test_the_lease_is_released_only_after_the_in_flight_delete_returned(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    # before: SIGTERM released the Lease within milliseconds while the shielded delete call
+    # went on for seconds, so the standby could start deleting alongside it
+    now = datetime.now(UTC)
+    with ThreadedEcrSimulator() as ecr, ThreadedKubeSimulator(token="t") as kube:
+        ecr.create_repository("app")
+        for n in range(400):
+            ecr.add_image(
+                "app", tags=(f"b{n}",), pushed_at=now - timedelta(hours=n), config_seed=f"s{n}"
+            )
+        host = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+        kube.create("pods", pod("p", "ns", {"c": f"{host}/app:b0"}))
+        ecr.set_latency("BatchDeleteImage", 3.0)
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"sim": kube}, token="t")
+        args = [
+            f"--kubeconfig={kubeconfig}",
+            "--repos=app",
+            "--max-images=10",
+            "--dry-run=false",
+            "--interval=1h",
+            "--lease-namespace=default",
+            "--lease-duration=3s",
+        ]
+
+        def replica(key: str) -> Process:
+            env = {
+                **os.environ,
+                **CREDENTIALS,
+                "AWS_ACCESS_KEY_ID": key,  # tells the replicas' requests apart at the simulator
+                "AWS_ENDPOINT_URL_ECR": ecr.endpoint_url,
+                "PYTHONUNBUFFERED": "1",
+            }
+            process = Process(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "controller",
+                        *args,
+                        f"--metrics-address=127.0.0.1:{free_port()}",
+                    ],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+            processes.append(process)
+            return process
+
+        leader = replica("AKIDLEADER")
+        leader.wait_until(lambda: leader.count("deleting app@") >= 100, 60, "the first delete call")
+        standby = replica("AKIDSTANDBY")
+        standby.wait_until(
+            lambda: standby.count("first cycle waits: not-leader") >= 1, 60, "the standby waiting"
+        )
+        leader.wait_until(lambda: leader.count("deleting app@") >= 200, 30, "a later delete call")
+        time.sleep(0.5)  # that call is on the wire, its answer 2.5 s away
+        assert leader.terminate() == 0
+        standby.wait_until(
+            lambda: any(
+                r.caller == "AKIDSTANDBY" and r.operation == "BatchDeleteImage"
+                for r in ecr.requests
+            ),
+            60,
+            "the standby's first delete call",
+        )
+        deletes = [r for r in ecr.requests if r.operation == "BatchDeleteImage"]
+        leaders = [r for r in deletes if r.caller == "AKIDLEADER"]
+        standbys = [r for r in deletes if r.caller == "AKIDSTANDBY"]
+        assert leaders
+        assert standbys
+        last_returned = max(r.answered_at for r in leaders)
+        first_started = min(r.received_at for r in standbys)
+        assert first_started > last_returned, (first_started - last_returned, leader.log())
+        log = "".join(leader.stderr)
+        assert log.index("no delete call in flight") < log.index("released Lease")
+        assert standby.terminate() == 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import anyio
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -258,3 +260,107 @@ async def test_shutdown_lets_the_in_flight_delete_finish_and_starts_no_other() -
         tg.cancel_scope.cancel()
     assert ecr.calls["BatchDeleteImage"] == 1  # the first call completed ...
     assert len(ecr.repos["app"]) == 210  # ... and did its work; no second call started
+
+
+async def test_a_stop_ends_the_cycle_with_a_partial_report() -> None:
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 310))
+    ecr.add("web", *images(2, 30))
+    started = anyio.Event()
+    stop = anyio.Event()
+
+    async def slow(repo: str, batch: Sequence[Digest]) -> None:
+        started.set()
+        stop.set()  # SIGTERM arrives while this call is in flight
+        await anyio.sleep(0.2)
+
+    ecr.before_delete = slow
+    p = pruner(ecr, InUseIndex(), concurrency=1)
+    with anyio.fail_after(5):
+        report = await p.run_cycle(now=NOW, gate=lambda: None, clock=lambda: NOW, stop=stop)
+    assert report.stopped == "shutting down"
+    assert not report.ok
+    app, web = report.repositories
+    assert ecr.calls["BatchDeleteImage"] == 1  # the call in flight finished, no other started
+    assert len(app.deleted) == 100
+    assert app.held_back == 200  # the planned deletions never sent
+    assert not app.finished
+    assert not web.finished  # never started: concurrency 1
+    assert len(ecr.repos["app"]) == 210
+    assert len(ecr.repos["web"]) == 30
+
+
+async def test_dry_run_logs_each_would_be_deletion_at_info_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 13))
+    p = pruner(ecr, InUseIndex(), dry_run=True)
+
+    def would(level: int) -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == level and r.getMessage().startswith("would delete")
+        ]
+
+    with caplog.at_level(logging.DEBUG, logger="controller.pruning"):
+        await cycle(p)
+        assert len(would(logging.INFO)) == 3  # the first cycle says it all
+        caplog.clear()
+        await cycle(p)  # the same plan again: quiet at INFO, all still at DEBUG
+        assert would(logging.INFO) == []
+        assert len(would(logging.DEBUG)) == 3
+        assert any("3 would-be deletion(s) unchanged" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        ecr.add("app", Image(dg(1, 99), NOW - timedelta(days=99), ("ancient",), 1))
+        await cycle(p)  # the plan changed: the new would-be deletion is at INFO
+        assert would(logging.INFO) == [
+            f"would delete app@{dg(1, 99)} tags=ancient reason=over-count"
+        ]
+
+
+async def test_real_deletions_are_always_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 13))
+    with caplog.at_level(logging.INFO, logger="controller.pruning"):
+        await cycle(pruner(ecr, InUseIndex()))
+    lines = [r for r in caplog.records if r.getMessage().startswith("deleting app@")]
+    assert len(lines) == 3
+    assert {r.levelno for r in lines} == {logging.INFO}
+
+
+async def test_a_glob_that_matches_nothing_is_warned_about() -> None:
+    ecr = FakeEcr()
+    ecr.add("shop-api", *images(1, 3))
+    report = await cycle(pruner(ecr, InUseIndex(), repos=("shop-*", "shpo-*")))
+    assert report.warnings == ["-repos pattern 'shpo-*' matches no repository"]
+    assert report.ok  # the other pattern selected something
+
+
+async def test_nothing_selected_at_all_fails_the_cycle() -> None:
+    ecr = FakeEcr()
+    ecr.add("shop-api", *images(1, 3))
+    report = await cycle(pruner(ecr, InUseIndex(), repos=("shpo-*",)))
+    assert not report.ok
+    assert report.errors == [
+        "no repository selected: -repos shpo-* matches none of the registry's repositories"
+    ]
+    assert report.repositories == []
+
+
+async def test_unused_config_entries_are_warned_about_per_cycle() -> None:
+    ecr = FakeEcr()
+    ecr.add("shop-api", *images(1, 3))
+    options = PruneOptions(
+        selection=RepositorySelection(("shop-*",)),
+        rules_for=lambda _name: Rules(max_images=10),
+        unused_overrides=lambda names: (
+            [] if "shop-web" in names else ["repositories[0] 'shop-web'"]
+        ),
+    )
+    report = await cycle(Pruner(ecr, InUseIndex(), options))
+    assert report.warnings == [
+        "--config entries that apply to no repository: repositories[0] 'shop-web'"
+    ]
+    assert report.ok

@@ -28,6 +28,7 @@ from controller.settings import (
     parse_namespaces,
     parse_positive_int,
     parse_workload_kinds,
+    split_regexes,
 )
 
 SOURCE = "x.yaml"
@@ -540,3 +541,40 @@ def test_describe_names_every_setting() -> None:
     described = Settings(repositories=RepositorySelection(("a",))).describe()
     # every field given to the constructor; `_index` is derived from `overrides`, not a setting
     assert set(described) == {f.name for f in dataclasses.fields(Settings) if f.init}
+
+
+# -- keep filters split only between regexes
+
+_ATOMS = st.sampled_from(
+    [
+        "a",
+        "release-",
+        "[0-9]",
+        "[,;]",
+        "[^],]",
+        "{1,3}",
+        "\\,",
+        "(x|y,z)",
+        "(?:v[0-9]{2,})",
+        "$",
+        "^",
+    ]
+)
+_REGEX = (
+    st.lists(_ATOMS, min_size=1, max_size=6)
+    .map("".join)
+    .filter(
+        lambda r: not r.startswith("{")  # a repetition needs something to repeat
+    )
+)
+
+
+@given(st.lists(_REGEX, min_size=1, max_size=5, unique=True))
+def test_split_regexes_gives_back_the_list_it_was_joined_from(regexes: list[str]) -> None:
+    assert split_regexes(",".join(regexes)) == tuple(regexes)
+
+
+@pytest.mark.parametrize("text", ["(a,b", "[a,b", "a{1,", "x,(y"])
+def test_split_regexes_refuses_an_open_bracket(text: str) -> None:
+    with pytest.raises(ValueError, match="unclosed"):
+        split_regexes(text)
