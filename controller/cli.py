@@ -951,7 +951,18 @@ def safety_warnings(settings: Settings) -> list[str]:
             "workload scaled to zero or of a CronJob between runs can be deleted"
         )
     if settings.allow_empty:
-        warnings.append("--allow-empty: deletion proceeds even if no pod at all is in scope")
+        warnings.append(
+            "--allow-empty: deletion proceeds even if a cluster or a listed namespace has no pod"
+        )
+    for flag, names in (
+        ("--allow-empty-namespaces", settings.allow_empty_namespaces),
+        ("--allow-empty-clusters", settings.allow_empty_clusters),
+    ):
+        if names:
+            warnings.append(
+                f"{flag}: deletion proceeds even if {', '.join(names)} has no pod; a typo or "
+                "wrong credentials there go unnoticed"
+            )
     return warnings
 
 

@@ -98,15 +98,52 @@ async def connect(
         yield clusters
 
 
-def _context_names(path: str, contexts: Sequence[str]) -> list[str]:
+def _context_names(paths: str, contexts: Sequence[str]) -> list[str]:
     """The contexts to connect to, checked against the kubeconfig before any client is built.
 
+    `paths` is one file or several joined by os.pathsep, as in KUBECONFIG: their contexts are
+    merged and the first current-context wins, as kubectl and kubernetes_asyncio do.
     kubernetes_asyncio answers an empty file, a list or a scalar with a TypeError, and an
     unknown context with "Invalid kube-config file": here each is one line naming what to fix.
     """
+    known: list[str] = []
+    current: str | None = None
+    files = [p for p in paths.split(os.pathsep) if p]
+    for path in files:
+        document = _kubeconfig_document(path)
+        entries = document.get("contexts") or []
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and entry.get("name") and str(entry["name"]) not in known:
+                known.append(str(entry["name"]))
+        current = current or (
+            str(document["current-context"]) if document.get("current-context") else None
+        )
+    listing = ", ".join(known) or "none"
+    where = f"kubeconfig {paths}"
+    if contexts:
+        for name in contexts:
+            if name not in known:
+                raise ClusterConfigError(
+                    "--kube-context", f"no context {name!r} in {paths} (contexts: {listing})"
+                )
+        return list(contexts)
+    if current is None:
+        raise ClusterConfigError(
+            "--kube-context",
+            f"{where} has no current-context: name one with --kube-context (contexts: {listing})",
+        )
+    if current not in known:
+        raise ClusterConfigError(
+            "-kubeconfig",
+            f"{where}: current-context {current!r} is not among its contexts ({listing})",
+        )
+    return [current]
+
+
+def _kubeconfig_document(path: str) -> dict[str, Any]:
     where = f"kubeconfig {path}"
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(os.path.expanduser(path), encoding="utf-8") as handle:
             document = yaml.safe_load(handle)
     except OSError as exc:
         raise ClusterConfigError("-kubeconfig", f"{where}: cannot read: {exc.strerror}") from None
@@ -122,29 +159,4 @@ def _context_names(path: str, contexts: Sequence[str]) -> list[str]:
             f"{where}: expected a kubeconfig (a mapping with clusters, contexts and users), "
             f"got {got}",
         )
-    entries = document.get("contexts") or []
-    known = [
-        str(entry["name"])
-        for entry in (entries if isinstance(entries, list) else [])
-        if isinstance(entry, dict) and entry.get("name")
-    ]
-    listing = ", ".join(known) or "none"
-    if contexts:
-        for name in contexts:
-            if name not in known:
-                raise ClusterConfigError(
-                    "--kube-context", f"no context {name!r} in {path} (contexts: {listing})"
-                )
-        return list(contexts)
-    current = document.get("current-context")
-    if not current:
-        raise ClusterConfigError(
-            "--kube-context",
-            f"{where} has no current-context: name one with --kube-context (contexts: {listing})",
-        )
-    if current not in known:
-        raise ClusterConfigError(
-            "-kubeconfig",
-            f"{where}: current-context {current!r} is not among its contexts ({listing})",
-        )
-    return [str(current)]
+    return document

@@ -1036,3 +1036,31 @@ def test_keep_filters_are_logged_as_parsed_at_start_up(
     assert main(["-repos=app", "-keep-filters=^release-[0-9]{1,3}$,^stable$"]) == 0
     err = capsys.readouterr().err
     assert "keep filters (-keep-filters): 2: '^release-[0-9]{1,3}$', '^stable$'" in err
+
+
+def test_every_opt_out_of_a_safety_check_is_warned_about_at_start_up() -> None:
+    from controller.cli import safety_warnings
+
+    settings = parse(
+        "-repos=app",
+        "-namespaces=shop,batch",
+        "--allow-empty-namespaces=batch",
+        "--allow-empty-clusters=staging",
+        "--protect-workloads=none",
+        "--allow-empty",
+    )
+    warnings = safety_warnings(settings)
+    assert warnings[0].startswith("DRY RUN: nothing will be deleted")
+    assert any(w.startswith("only namespaces shop, batch protect their images") for w in warnings)
+    assert any(w.startswith("--protect-workloads=none: only running pods") for w in warnings)
+    assert (
+        "--allow-empty: deletion proceeds even if a cluster or a listed namespace has no pod"
+        in (warnings)
+    )
+    assert any(
+        w.startswith("--allow-empty-namespaces: deletion proceeds even if batch") for w in warnings
+    )
+    assert any(
+        w.startswith("--allow-empty-clusters: deletion proceeds even if staging") for w in warnings
+    )
+    assert safety_warnings(parse("-repos=app", "-dry-run=false")) == []

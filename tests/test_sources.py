@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -138,3 +139,21 @@ async def test_unknown_context_is_a_config_error(sim: KubeSimulator, tmp_path: P
     with pytest.raises(ClusterConfigError):
         async with connect(kubeconfig=str(path), contexts=("nope",), in_cluster=False):
             pass
+
+
+async def test_several_kubeconfig_files_merge_as_in_kubeconfig(
+    sim: KubeSimulator, tmp_path: Path
+) -> None:
+    first = write_kubeconfig(tmp_path / "first", {"one": sim}, token=TOKEN)
+    second = write_kubeconfig(tmp_path / "second", {"two": sim}, token=TOKEN)
+    joined = os.pathsep.join([str(first), str(second)])
+    async with connect(kubeconfig=joined, contexts=(), in_cluster=False) as clusters:
+        assert [c.name for c in clusters] == ["one"]  # the first file's current-context
+    async with connect(kubeconfig=joined, contexts=("two", "one"), in_cluster=False) as clusters:
+        assert [c.name for c in clusters] == ["two", "one"]
+    with pytest.raises(ClusterConfigError) as caught:
+        async with connect(kubeconfig=joined, contexts=("three",), in_cluster=False):
+            pass
+    assert (
+        str(caught.value) == f"--kube-context: no context 'three' in {joined} (contexts: one, two)"
+    )
