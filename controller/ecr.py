@@ -234,6 +234,8 @@ class AioEcr:
         self.stats = CallStats()
         for each in {id(c): c for c in (client, self._delete_client)}.values():
             each.meta.events.register("needs-retry.ecr.*", self._on_retry_check)
+            for operation in RAW_OPERATIONS:
+                each.meta.events.register(f"before-parse.ecr.{operation}", _answer_raw)
 
     def _on_retry_check(self, response: Any = None, operation: Any = None, **_: Any) -> None:
         if not response:
@@ -274,7 +276,8 @@ class AioEcr:
             raise MalformedResponse(operation, f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(result, dict):
             raise MalformedResponse(operation, f"answer is {type(result).__name__}, not an object")
-        return result
+        raw = result.get(RAW)
+        return raw if isinstance(raw, dict) else result
 
     # -- repositories --------------------------------------------------------------------------
 
@@ -412,6 +415,33 @@ class AioEcr:
 # -- parsing ---------------------------------------------------------------------------------
 
 
+RAW = "__raw_answer"
+"""Where `_answer_raw` puts an answer it parsed itself, in botocore's parsed response."""
+
+RAW_OPERATIONS = ("DescribeImages", "BatchDeleteImage")
+"""The large answers: up to 1000 image details, 100 image ids. botocore's shape walker and its
+timestamp parsing through dateutil cost several times the rest of a cycle's CPU on them."""
+
+
+def _answer_raw(response_dict: Any = None, customized_response_dict: Any = None, **_: Any) -> None:
+    """`before-parse` hook: parse a successful answer with orjson and give botocore an empty
+    body to parse instead. The gateway checks the shape itself (MalformedResponse); an error
+    answer or a body that is not a JSON object is left to botocore, which reports it."""
+    if not isinstance(response_dict, dict) or not isinstance(customized_response_dict, dict):
+        return
+    body = response_dict.get("body")
+    status = response_dict.get("status_code")
+    if not isinstance(status, int) or status >= 300 or not isinstance(body, bytes | bytearray):
+        return
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(answer, dict):
+        customized_response_dict[RAW] = answer
+        response_dict["body"] = b"{}"
+
+
 def _snake(operation: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in operation).lstrip("_")
 
@@ -435,29 +465,43 @@ def _image(raw: object) -> Image:
     if not isinstance(raw, Mapping):
         raise MalformedResponse("DescribeImages", "imageDetails entry is not an object")
     digest = raw.get("imageDigest")
-    pushed = raw.get("imagePushedAt")
     if not isinstance(digest, str) or not is_digest(digest):
         raise MalformedResponse("DescribeImages", f"image without a valid digest: {digest!r}")
-    if not isinstance(pushed, datetime):
-        raise MalformedResponse("DescribeImages", f"{digest}: imagePushedAt is {pushed!r}")
+    pushed = _timestamp(raw.get("imagePushedAt"))
+    if pushed is None:
+        raise MalformedResponse(
+            "DescribeImages", f"{digest}: imagePushedAt is {raw.get('imagePushedAt')!r}"
+        )
     tags = raw.get("imageTags") or []
     size = raw.get("imageSizeInBytes") or 0
-    pulled = raw.get("lastRecordedPullTime")
     media = raw.get("imageManifestMediaType")
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+    if type(tags) is not list or not all(type(t) is str for t in tags):
         raise MalformedResponse("DescribeImages", f"{digest}: imageTags is {tags!r}")
     return Image(
         digest=Digest(digest),
-        pushed_at=_utc(pushed),
+        pushed_at=pushed,
         tags=tuple(tags),
-        size_bytes=size if isinstance(size, int) else 0,
-        last_pulled_at=_utc(pulled) if isinstance(pulled, datetime) else None,
+        size_bytes=size if type(size) is int else 0,
+        last_pulled_at=_timestamp(raw.get("lastRecordedPullTime")),
         media_type=media if isinstance(media, str) else None,
     )
 
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _timestamp(value: object) -> datetime | None:
+    """A wire timestamp (epoch seconds, as ECR's JSON protocol sends them) or one botocore
+    already parsed, as an aware UTC datetime; None when absent or of another type."""
+    if type(value) is float or type(value) is int:
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, datetime):
+        return _utc(value)
+    return None
 
 
 def _index_manifest(raw: object) -> tuple[Digest, tuple[Digest, ...]]:
@@ -504,6 +548,9 @@ async def open_ecr(
         "max_pool_connections": max(10, concurrency * 2),
         "connect_timeout": 10,
         "read_timeout": 60,
+        # botocore re-validates every request against the model: for 100 image ids a call that
+        # is most of the request's CPU, and ECR validates the same rules on its side
+        "parameter_validation": False,
     }
     reading = AioConfig(retries={"mode": "adaptive", "max_attempts": SDK_MAX_RETRIES}, **common)
     deleting = AioConfig(retries={"mode": "standard", "total_max_attempts": 1}, **common)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final, Protocol, TypeVar
@@ -85,6 +85,10 @@ class InUse(Protocol):
     def digest_in_use(self, digest: Digest) -> bool: ...
 
     def tag_in_use(self, repository: RepositoryId, tag: str) -> bool: ...
+
+    def tags_in(self, repository: RepositoryId) -> Container[str]:
+        """The tags of `repository` that watched specs name (one lookup for a whole listing)."""
+        ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +221,8 @@ class InUseIndex:
         self._held: dict[References, _Held] = {}
         # each distinct value stored once; the counters below count values, not objects
         self._digests: Counter[Digest] = Counter()
-        self._tags: Counter[TagRef] = Counter()
+        self._tags: dict[RepositoryId, Counter[str]] = {}
+        # per repository, the tags in use: a listing of one repository asks one mapping
         self._generation = 0
 
     # -- sources ------------------------------------------------------------------------------
@@ -297,7 +302,11 @@ class InUseIndex:
         if held is None:
             held = self._held[refs] = _Held(refs)
             self._digests.update(refs.digests)
-            self._tags.update(refs.tags)
+            for ref in refs.tags:
+                tags = self._tags.get(ref.repository)
+                if tags is None:
+                    tags = self._tags[ref.repository] = Counter()
+                tags[ref.tag] += 1
         held.holders += 1
         return held.refs
 
@@ -307,7 +316,11 @@ class InUseIndex:
         if not held.holders:
             del self._held[refs]
             _decrement(self._digests, refs.digests)
-            _decrement(self._tags, refs.tags)
+            for ref in refs.tags:
+                tags = self._tags[ref.repository]
+                _decrement(tags, (ref.tag,))
+                if not tags:
+                    del self._tags[ref.repository]
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -315,14 +328,23 @@ class InUseIndex:
         return digest in self._digests
 
     def tag_in_use(self, repository: RepositoryId, tag: str) -> bool:
-        return TagRef(repository, tag) in self._tags
+        return tag in self._tags.get(repository, _NO_TAGS)
+
+    def tags_in(self, repository: RepositoryId) -> Container[str]:
+        return self._tags.get(repository, _NO_TAGS)
 
     def digests_in_use(self) -> int:
         return len(self._digests)
 
     def snapshot(self) -> InUseSnapshot:
         """An immutable copy for one planning pass."""
-        return InUseSnapshot(frozenset(self._digests), frozenset(self._tags))
+        return InUseSnapshot(
+            frozenset(self._digests),
+            frozenset(TagRef(r, t) for r, tags in self._tags.items() for t in tags),
+        )
+
+
+_NO_TAGS: Counter[str] = Counter()
 
 
 _K = TypeVar("_K")
@@ -349,3 +371,6 @@ class InUseSnapshot:
 
     def tag_in_use(self, repository: RepositoryId, tag: str) -> bool:
         return TagRef(repository, tag) in self.tags
+
+    def tags_in(self, repository: RepositoryId) -> Container[str]:
+        return frozenset(ref.tag for ref in self.tags if ref.repository == repository)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -82,9 +82,12 @@ PROTECTING = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Image:
-    """One image of a repository, as DescribeImages (and BatchGetImage for indexes) report it."""
+    """One image of a repository, as DescribeImages (and BatchGetImage for indexes) report it.
+
+    Plain data, never changed once built (not `frozen`: a frozen dataclass costs three times
+    as much to build, and a cycle builds one per image listed)."""
 
     digest: Digest
     pushed_at: datetime
@@ -97,8 +100,10 @@ class Image:
     media_type: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
+    """Keep or delete one image, and why (never changed once built; not `frozen`, as Image)."""
+
     image: Image
     action: Action
     reason: Reason
@@ -142,18 +147,26 @@ def protection(
     image: Image, *, repository: RepositoryId, in_use: InUse, rules: Rules, now: datetime
 ) -> tuple[Reason, str] | None:
     """The first reason that protects this image on its own, or None."""
+    return _protection(image, in_use, in_use.tags_in(repository), rules, now)
+
+
+def _protection(
+    image: Image, in_use: InUse, tags_in_use: Container[str], rules: Rules, now: datetime
+) -> tuple[Reason, str] | None:
     if in_use.digest_in_use(image.digest):
         return Reason.IN_USE, image.digest
-    for tag in image.tags:
-        if in_use.tag_in_use(repository, tag):
-            return Reason.IN_USE_TAG, tag
-    for tag in image.tags:
-        if tag in rules.keep_tags:
-            return Reason.KEEP_TAG, tag
-    for tag in image.tags:
+    tags = image.tags
+    if tags:
+        for tag in tags:
+            if tag in tags_in_use:
+                return Reason.IN_USE_TAG, tag
+        for tag in tags:
+            if tag in rules.keep_tags:
+                return Reason.KEEP_TAG, tag
         for pattern in rules.keep_filters:
-            if pattern.search(tag):
-                return Reason.KEEP_REGEX, f"{tag}~{pattern.pattern}"
+            for tag in tags:
+                if pattern.search(tag):
+                    return Reason.KEEP_REGEX, f"{tag}~{pattern.pattern}"
     if rules.keep_younger_than is not None and now - image.pushed_at < rules.keep_younger_than:
         return Reason.YOUNG, image.pushed_at.isoformat()
     if (
@@ -188,23 +201,43 @@ def plan(
     if not by_digest:
         return Plan((), ())
 
-    groups = _groups(by_digest)
+    tags_in_use = in_use.tags_in(repository)
     direct: dict[Digest, tuple[Reason, str]] = {}
     for digest, image in by_digest.items():
-        found = protection(image, repository=repository, in_use=in_use, rules=rules, now=now)
+        found = _protection(image, in_use, tags_in_use, rules, now)
         if found is not None:
             direct[digest] = found
 
-    def age_key(group: tuple[Digest, ...]) -> tuple[datetime, Digest]:
-        return max(by_digest[d].pushed_at for d in group), min(group)
+    # newest first, digest as the tie-breaker: the order of the decisions, and reversed, the
+    # order in which single images (the common case: no index) are considered for deletion
+    newest_first = sorted(by_digest, key=lambda d: (by_digest[d].pushed_at, d), reverse=True)
+    if any(image.children for image in by_digest.values()):
+        groups = _groups(by_digest)
+
+        def age_key(group: tuple[Digest, ...]) -> tuple[datetime, Digest]:
+            return max(by_digest[d].pushed_at for d in group), min(group)
+
+        oldest_groups: Iterable[tuple[Digest, ...]] = sorted(groups, key=age_key)
+    else:
+        oldest_groups = ((d,) for d in reversed(newest_first))
 
     budget = len(by_digest) - rules.max_images
     cap = rules.max_deletions_per_cycle
     decided: dict[Digest, tuple[Action, Reason, str]] = {}
+    keep_within = (Action.KEEP, Reason.WITHIN_COUNT, "")
     deleted = 0  # images deleted so far
     planned = 0  # images that must go to fit: deleted, or held back by the cap
     capped = False
-    for group in sorted(groups, key=age_key):
+    for group in oldest_groups:
+        if len(group) == 1:
+            digest = group[0]
+            found = direct.get(digest)
+            if found is not None:
+                decided[digest] = (Action.KEEP, *found)
+                continue
+            if planned >= budget:
+                decided[digest] = keep_within
+                continue
         protected = [d for d in group if d in direct]
         if protected:
             linked = _linked_reason(group, protected, by_digest)
@@ -214,7 +247,7 @@ def plan(
             continue
         if planned >= budget:
             for digest in group:
-                decided[digest] = (Action.KEEP, Reason.WITHIN_COUNT, "")
+                decided[digest] = keep_within
             continue
         planned += len(group)
         if capped or (cap is not None and deleted + len(group) > cap):
@@ -228,10 +261,7 @@ def plan(
             reason = Reason.CHILD_OF_DELETED if digest in children else Reason.OVER_COUNT
             decided[digest] = (Action.DELETE, reason, "")
 
-    decisions = tuple(
-        Decision(by_digest[d], *decided[d])
-        for d in sorted(by_digest, key=lambda d: (by_digest[d].pushed_at, d), reverse=True)
-    )
+    decisions = tuple(Decision(by_digest[d], *decided[d]) for d in newest_first)
     doomed = {d for d, (action, _, _) in decided.items() if action is Action.DELETE}
     return Plan(decisions, _waves(doomed, by_digest))
 

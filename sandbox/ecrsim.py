@@ -262,6 +262,25 @@ class _Faults:
     malforms: dict[str, deque[tuple[Malformation, _Mutator | None]]] = field(default_factory=dict)
     failing_images: dict[tuple[str, str], str] = field(default_factory=dict)
     latency: dict[str, float] = field(default_factory=dict)
+    rate: _TokenBucket | None = None
+
+
+class _TokenBucket:
+    """A shared request-rate limit: `rate` requests a second, bursts of at most `burst`."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
 
 
 class ManualClock:
@@ -526,6 +545,11 @@ class EcrRegistry:
         self._faults = _Faults()
         self._calls: Counter[str] = Counter()
         self._requests: list[RecordedRequest] = []
+        self.record_requests = True
+        # False: count calls only (a benchmark's millions of requests need no record)
+        self._checkpoint: (
+            dict[str, tuple[dict[str, _Image], dict[str, str], dict[str, list[str]]]] | None
+        ) = None
         self._token_key = secrets.token_bytes(32)
         if region.startswith("cn-"):
             self._partition, self._dns_suffix = "aws-cn", "amazonaws.com.cn"
@@ -619,9 +643,45 @@ class EcrRegistry:
         with self._lock:
             return self._faults.latency.get(operation, 0.0)
 
+    def rate_limit(self, per_second: float, *, burst: float | None = None) -> None:
+        """Answer ThrottlingException to requests beyond `per_second` (all operations together),
+        as a registry's shared API rate limit does; `burst` requests may come at once."""
+        if per_second <= 0:
+            raise ValueError(f"per_second must be positive, not {per_second}")
+        with self._lock:
+            self._faults.rate = _TokenBucket(per_second, burst if burst is not None else per_second)
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults = _Faults()
+
+    def checkpoint(self) -> None:
+        """Remember the repositories as they are now, for :meth:`rollback` (cheap: no copies of
+        manifests, only of the dicts and tag lists that deletions and pushes change)."""
+        with self._lock:
+            self._checkpoint = {
+                name: (
+                    dict(repo.images),
+                    dict(repo.tags),
+                    {digest: list(image.tags) for digest, image in repo.images.items()},
+                )
+                for name, repo in self._repositories.items()
+            }
+
+    def rollback(self) -> None:
+        """Put the repositories back as they were at the last :meth:`checkpoint`; reset the call
+        counts. Repositories created since are dropped."""
+        with self._lock:
+            if self._checkpoint is None:
+                raise RuntimeError("rollback() without a checkpoint()")
+            self._repositories = {name: self._repositories[name] for name in self._checkpoint}
+            for name, (images, tags, image_tags) in self._checkpoint.items():
+                repo = self._repositories[name]
+                repo.images, repo.tags = dict(images), dict(tags)
+                for digest, kept in image_tags.items():
+                    images[digest].tags = list(kept)
+            self._calls.clear()
+            self._requests.clear()
 
     @staticmethod
     def _check_knob(operation: str, times: int) -> None:
@@ -907,15 +967,16 @@ class EcrRegistry:
             except orjson.JSONDecodeError:
                 params = None
             now = time.monotonic()
-            self._requests.append(
-                RecordedRequest(
-                    operation,
-                    params if isinstance(params, dict) else {},
-                    caller=caller,
-                    received_at=now if received_at is None else received_at,
-                    answered_at=now,
+            if self.record_requests:
+                self._requests.append(
+                    RecordedRequest(
+                        operation,
+                        params if isinstance(params, dict) else {},
+                        caller=caller,
+                        received_at=now if received_at is None else received_at,
+                        answered_at=now,
+                    )
                 )
-            )
             try:
                 payload = self._answer(target, operation, params)
             except EcrError as error:
@@ -932,6 +993,9 @@ class EcrRegistry:
             raise EcrError(
                 "UnknownOperationException", f"the ECR simulator does not implement {operation}"
             )
+        if self._faults.rate is not None and not self._faults.rate.take():
+            logger.debug("ecrsim: rate limit exceeded for %s", operation)
+            raise EcrError("ThrottlingException", "Rate exceeded")
         if self._faults.server_errors[operation] > 0:
             self._faults.server_errors[operation] -= 1
             logger.info("ecrsim: injected server error for %s", operation)
@@ -1280,6 +1344,8 @@ class _HttpFront:
 
     async def start(self) -> str:
         app = web.Application()
+        app.router.add_route("POST", "/_sim/rollback", self._rollback)
+        app.router.add_route("GET", "/_sim/calls", self._calls)
         app.router.add_route("POST", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -1304,6 +1370,15 @@ class _HttpFront:
         if runner is not None:
             await runner.cleanup()
             logger.info("ecrsim: stopped %s", self.endpoint_url)
+
+    async def _rollback(self, _request: web.Request) -> web.Response:
+        """Admin: the state of the last checkpoint, for a benchmark's next run."""
+        self._registry.rollback()
+        return web.json_response({"ok": True})
+
+    async def _calls(self, _request: web.Request) -> web.Response:
+        """Admin: the requests received per operation since the last rollback."""
+        return web.json_response(dict(self._registry.calls))
 
     async def _handle(self, request: web.Request) -> web.Response:
         received_at = time.monotonic()
@@ -1429,3 +1504,62 @@ class ThreadedEcrSimulator(_Served):
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def seed_benchmark_registry(
+    registry: EcrRegistry, *, repositories: int, images: int, now: datetime | None = None
+) -> None:
+    """`repositories` repositories (repo-0000, ...) of `images` images each, pushed a minute
+    apart and tagged build-N, the newest also `latest`; then a checkpoint to roll back to."""
+    now = now or _utc_now()
+    for r in range(repositories):
+        name = f"repo-{r:04d}"
+        registry.create_repository(name)
+        for n in range(images, 0, -1):
+            tags = (f"build-{n}", "latest") if n == images else (f"build-{n}",)
+            registry.add_image(
+                name,
+                tags=tags,
+                pushed_at=now - timedelta(minutes=images - n),
+                config_seed=f"{name}-{n}",
+            )
+    registry.checkpoint()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m sandbox.ecrsim`: serve a seeded registry until stdin closes (for benchmarks,
+    in a process of its own so that its CPU is not the controller's). Prints the endpoint URL
+    on the first line. `POST /_sim/rollback` restores the seeded state; `GET /_sim/calls`."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m sandbox.ecrsim")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--repositories", type=int, default=10)
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per call")
+    parser.add_argument("--rate", type=float, default=0.0, help="calls/s limit (0: none)")
+    parser.add_argument("--burst", type=float, default=None)
+    options = parser.parse_args(argv)
+
+    async def serve() -> None:
+        sim = EcrSimulator(host=options.host, port=options.port)
+        sim.record_requests = False
+        seed_benchmark_registry(sim, repositories=options.repositories, images=options.images)
+        for operation in OPERATIONS:
+            if options.latency:
+                sim.set_latency(operation, options.latency)
+        if options.rate:
+            sim.rate_limit(options.rate, burst=options.burst)
+        async with sim:
+            print(sim.endpoint_url, flush=True)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
