@@ -520,6 +520,34 @@ def panels() -> list[tuple[str, Panel]]:
     return [(row, panel) for row, row_panels in ROWS for panel in row_panels]
 
 
+def interpolate(
+    expr: str,
+    *,
+    job: str,
+    rate_interval: str,
+    range_: str,
+    cluster: str = ".*",
+    namespace: str = ".*",
+    repository: str = ".*",
+    price: str = DEFAULT_PRICE,
+) -> str:
+    """What Grafana sends for `expr` with these variable values (for evaluating the panels'
+    queries outside Grafana: the end-to-end test and the README's picture)."""
+    values = {
+        "$__rate_interval": rate_interval,
+        "$__range": range_,
+        "$price_per_gb_month": price,
+        "$cluster": cluster,
+        "$namespace": namespace,
+        "$job": job,
+        "$repository": repository,
+    }
+    for name, value in values.items():  # longest first: $__rate_interval before $__range
+        expr = expr.replace(name, value)
+    assert "$" not in expr, expr
+    return expr
+
+
 # -- JSON -------------------------------------------------------------------------------------
 
 
