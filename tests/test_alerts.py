@@ -117,3 +117,9 @@ def test_every_alert_says_how_bad_what_and_why() -> None:
         assert rule["annotations"]["description"].strip(), rule["alert"]
     severities = {rule["alert"]: rule["labels"]["severity"] for rule in alerts()}
     assert severities["EcrCleanupDryRunLeftOn"] == "info"
+
+
+def test_the_readme_lists_every_alert_with_its_severity() -> None:
+    readme = (ROOT / "README.md").read_text()
+    listed = dict(re.findall(r"^\| `(EcrCleanup\w+)` \| (\w+) \|", readme, re.MULTILINE))
+    assert listed == {rule["alert"]: rule["labels"]["severity"] for rule in alerts()}
