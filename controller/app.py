@@ -320,6 +320,11 @@ class Service:
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=self.registry)
         self.metrics = Metrics(self.registry)
+        self.metrics.configure(
+            interval_seconds=self.settings.interval.total_seconds(),
+            dry_run=self.settings.dry_run,
+            max_images=lambda name: self.settings.rules_for(name).max_images,
+        )
         self.metrics.watch_sources(
             self.view.tracker,
             self.view.index,

@@ -5,14 +5,37 @@ Cycle metrics are updated from the `CycleReport` when a cycle ends; the watch an
 metrics are read from the live objects at scrape time by custom collectors, so they are
 never stale and cost nothing between scrapes. Label values stay bounded: `repository` by
 the configured selection, `reason` and `result` by the code, `operation` and `code` by the
-ECR API, `cluster`/`kind`/`namespace` by the watched sources. No digests, tags or free text.
+ECR API, `source_cluster`/`kind`/`source_namespace` by the watched sources (not `cluster` and
+`namespace`: those are the target labels a Prometheus in Kubernetes attaches, and a scraped label
+of the same name would be renamed `exported_*` or, worse, pass for the target's). No digests,
+tags or free text.
+
+Series that dashboards and alerts need in a healthy run exist from the start at 0: every cycle
+result and skip reason, the ECR operations, and, from the first cycle that lists a repository,
+its deleted, reclaimed and vetoed counters and one `errors_total` and one
+`image_delete_failures_total` series with empty `operation` and `code` (Prometheus stores an
+empty label as no label: the series reads as the repository's zero line; errors add series per
+operation and code next to it). A counter series that appears with a value (an error code seen
+for the first time, the first cycle's deletions before any scrape saw 0) is counted whole by the
+queries in grafana/ and the alert rules: `(increase(x[w]) and x offset w) or x`.
+
+Two replicas: only the leader runs cycles, so only it exports the per-repository gauges; a
+replica that stops leading forgets them (its counters stay: sums over replicas stay right), and
+a cycle that ends after leadership was lost updates counters only. The standby exports the
+configuration (`interval_seconds`, `dry_run`) like the leader, and `last_success` 0 until it
+has led: dashboards and alerts take the newest success over the job (`max without (instance,
+pod)`), never per replica.
+
+Configuration (`configure`, once at start):
+
+    ecr_cleanup_interval_seconds                              gauge     the configured -interval
+    ecr_cleanup_dry_run                                       gauge     1 in dry-run mode
 
 Cycle (updated by `observe_cycle`; repository metrics only for repositories the cycle saw):
 
-    ecr_cleanup_cycles_total{result}                          counter   result: ok, failed, refused
+    ecr_cleanup_cycles_total{result}                          counter   ok, failed, refused, stopped
     ecr_cleanup_cycle_duration_seconds                        histogram cycles that ran (not refused)
     ecr_cleanup_last_success_timestamp_seconds                gauge     end of the last ok cycle
-    ecr_cleanup_dry_run                                       gauge     1 if the last cycle was a dry run
     ecr_cleanup_cycles_skipped_total{reason}                  counter   ticks skipped (`cycle_skipped`)
     ecr_cleanup_images_deleted_total{repository}              counter   images deleted
     ecr_cleanup_reclaimed_bytes_total{repository}             counter   bytes of the images deleted
@@ -23,18 +46,20 @@ Cycle (updated by `observe_cycle`; repository metrics only for repositories the 
     ecr_cleanup_errors_total{repository, operation, code}     counter   failed repository prunes
     ecr_cleanup_repository_images{repository}                 gauge     images after the last cycle
     ecr_cleanup_repository_size_bytes{repository}             gauge     their summed sizes
+    ecr_cleanup_repository_max_images{repository}             gauge     its effective max-images
     ecr_cleanup_protected_images{repository, reason}          gauge     protected in the last cycle
     ecr_cleanup_held_back_images{repository}                  gauge     left by the deletion cap
 
-Watch (`watch_sources`, at scrape time; per source = cluster, kind, namespace):
+Watch (`watch_sources`, at scrape time; per source = source_cluster, kind, source_namespace,
+written {source} below):
 
-    ecr_cleanup_watch_events_total{cluster, kind, namespace}    counter  watch events received
-    ecr_cleanup_watch_restarts_total{cluster, kind, namespace}  counter  watch streams (re)opened
-    ecr_cleanup_watch_relists_total{cluster, kind, namespace}   counter  LISTs after the first
-    ecr_cleanup_watch_synced{cluster, kind, namespace}          gauge    1 once LISTed, until lost
-    ecr_cleanup_watch_connected{cluster, kind, namespace}       gauge    1 while the stream is current
-    ecr_cleanup_watch_denied{cluster, kind, namespace}          gauge    1 while answered 401/403
-    ecr_cleanup_watch_staleness_seconds{cluster, kind, namespace} gauge  0 connected; +Inf never
+    ecr_cleanup_watch_events_total{source}      counter  watch events received
+    ecr_cleanup_watch_restarts_total{source}    counter  watch streams (re)opened
+    ecr_cleanup_watch_relists_total{source}     counter  LISTs after the first
+    ecr_cleanup_watch_synced{source}            gauge    1 once LISTed, until lost
+    ecr_cleanup_watch_connected{source}         gauge    1 while the stream is current
+    ecr_cleanup_watch_denied{source}            gauge    1 while answered 401/403
+    ecr_cleanup_watch_staleness_seconds{source} gauge    0 connected; +Inf never
     ecr_cleanup_watched_objects{kind}                           gauge    objects in the in-use view
     ecr_cleanup_images_in_use                                   gauge    distinct digests in use
     ecr_cleanup_view_trusted                                    gauge    1 when deleting is allowed
@@ -43,6 +68,7 @@ ECR and process:
 
     ecr_cleanup_ecr_api_calls_total{operation}      counter  ECR API calls (`watch_ecr`)
     ecr_cleanup_ecr_api_throttles_total{operation}  counter  throttled attempts (`watch_ecr`)
+                                                             (both 0 from the start for ECR_OPERATIONS)
     ecr_cleanup_leader                              gauge    1 while this replica may prune
     ecr_cleanup_build_info{version, python}         gauge    always 1
 """
@@ -66,12 +92,15 @@ from controller.trust import SourceTracker
 
 PREFIX = "ecr_cleanup_"
 
-CYCLE_RESULTS = ("ok", "failed", "refused")
+CYCLE_RESULTS = ("ok", "failed", "refused", "stopped")
+
+ECR_OPERATIONS = ("DescribeRepositories", "DescribeImages", "BatchGetImage", "BatchDeleteImage")
+"""The ECR operations the controller calls: their call and throttle counters start at 0."""
 
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800)
 """Seconds: from a cycle over a few small repositories to one over a large registry (30 min)."""
 
-_SOURCE_LABELS = ("cluster", "kind", "namespace")
+_SOURCE_LABELS = ("source_cluster", "kind", "source_namespace")
 
 
 class Metrics:
@@ -80,7 +109,14 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
         self._repositories: set[str] = set()
+        # repositories whose gauges are exported
+        self._counted: set[str] = set()
+        # repositories whose zero counter series exist
         self._protected_reasons: dict[str, set[str]] = {}
+        self._leading: bool | None = None
+        # None until leader election said; False: the gauges of the repositories are not ours
+        self._limit_of: Callable[[str], int] | None = None
+        # the effective max-images of a repository (from `configure`)
 
         def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
             return Counter(PREFIX + name, doc, labelnames=tuple(labels), registry=registry)
@@ -92,7 +128,8 @@ class Metrics:
         self._cycles = counter(
             "cycles_total",
             "Prune cycles run, by result: ok, failed (some repository or the listing failed), "
-            "refused (the in-use view was not trusted when the cycle started; nothing deleted).",
+            "refused (the in-use view was not trusted when the cycle started; nothing deleted), "
+            "stopped (cut short by shutdown).",
             ["result"],
         )
         for result in CYCLE_RESULTS:
@@ -109,7 +146,11 @@ class Metrics:
         )
         self._dry_run = gauge(
             "dry_run",
-            "1 if the last prune cycle was a dry run (deleting nothing), 0 if it deleted for real.",
+            "1 if this process runs in dry-run mode (its cycles delete nothing), 0 if it deletes.",
+        )
+        self._interval = gauge(
+            "interval_seconds",
+            "The configured time between prune cycles (-interval), in seconds.",
         )
         self._skipped = counter(
             "cycles_skipped_total",
@@ -168,6 +209,12 @@ class Metrics:
             "(layers shared by several images count once per image).",
             repo,
         )
+        self._repository_limit = gauge(
+            "repository_max_images",
+            "The repository's effective max-images (the --config override that applies, else "
+            "-max-images): the image count the cycles prune it down to.",
+            repo,
+        )
         self._protected = gauge(
             "protected_images",
             "Images the last cycle could not delete whatever the count, per repository and "
@@ -191,6 +238,22 @@ class Metrics:
         )
         self._build_info.labels(__version__, platform.python_version()).set(1)
 
+    # -- configuration ------------------------------------------------------------------------
+
+    def configure(
+        self,
+        *,
+        interval_seconds: float,
+        dry_run: bool,
+        max_images: Callable[[str], int],
+    ) -> None:
+        """What this process was started with: known to a standby too, before any cycle.
+
+        `max_images` gives a repository's effective limit (after the --config overrides)."""
+        self._interval.set(interval_seconds)
+        self._dry_run.set(1 if dry_run else 0)
+        self._limit_of = max_images
+
     # -- cycles -------------------------------------------------------------------------------
 
     def observe_cycle(self, report: CycleReport, duration_seconds: float) -> None:
@@ -198,22 +261,27 @@ class Metrics:
         if report.refused is not None:
             self._cycles.labels("refused").inc()
             return
-        self._cycles.labels("ok" if report.ok else "failed").inc()
+        result = "stopped" if report.stopped is not None else "ok" if report.ok else "failed"
+        self._cycles.labels(result).inc()
         self._cycle_duration.observe(duration_seconds)
         self._dry_run.set(1 if report.dry_run else 0)
         if report.ok:
             ended = report.finished_at.timestamp() if report.finished_at else time.time()
             self._last_success.set(ended)
+        # a cycle that ends after this replica stopped leading: what it did is counted, but the
+        # repositories' state is the new leader's to tell
+        gauges = self._leading is not False
         for repository in report.repositories:
-            self._observe_repository(repository, dry_run=report.dry_run)
+            self._observe_repository(repository, dry_run=report.dry_run, gauges=gauges)
         listing_failed = not report.repositories and bool(report.errors)
-        if not listing_failed:
+        if gauges and not listing_failed:
             # the cycle saw every selected repository: forget the gauges of the others
             for gone in self._repositories - {r.name for r in report.repositories}:
                 self._forget(gone)
 
-    def _observe_repository(self, report: RepositoryReport, *, dry_run: bool) -> None:
+    def _observe_repository(self, report: RepositoryReport, *, dry_run: bool, gauges: bool) -> None:
         name = report.name
+        self._zero_counters(name)
         deleted_bytes = sum(d.size_bytes for d in report.deleted)
         if not dry_run:
             self._deleted.labels(name).inc(len(report.deleted))
@@ -223,7 +291,7 @@ class Metrics:
             self._delete_failures.labels(name, failure.code).inc()
         for operation, code in report.error_codes:
             self._errors.labels(name, operation, code).inc()
-        if report.errors and report.images_before == 0:
+        if not gauges or (report.errors and report.images_before == 0):
             return  # failed before its images were listed: the gauges keep their last value
         self._repositories.add(name)
         if dry_run:
@@ -232,6 +300,8 @@ class Metrics:
             images, size = report.images_after, max(0, report.bytes_total - deleted_bytes)
         self._repository_images.labels(name).set(images)
         self._repository_bytes.labels(name).set(size)
+        if self._limit_of is not None:
+            self._repository_limit.labels(name).set(self._limit_of(name))
         self._would_delete.labels(name).set(len(report.deleted) if dry_run else 0)
         self._would_reclaim.labels(name).set(deleted_bytes if dry_run else 0)
         self._held_back.labels(name).set(report.held_back)
@@ -241,17 +311,28 @@ class Metrics:
             self._protected.labels(name, reason).set(count)
         self._protected_reasons[name] = set(report.protected)
 
+    def _zero_counters(self, repository: str) -> None:
+        """The repository's counter series, at 0, the first time it is seen (see the module doc)."""
+        if repository in self._counted:
+            return
+        self._counted.add(repository)
+        for metric in (self._deleted, self._reclaimed, self._vetoed):
+            metric.labels(repository)
+        self._errors.labels(repository, "", "")
+        self._delete_failures.labels(repository, "")
+
     def _forget(self, repository: str) -> None:
-        """Drop the gauges of a repository no longer selected (its counters stay)."""
+        """Drop the gauges of a repository no longer selected, or no longer ours (counters stay)."""
         gauges = (
             self._repository_images,
             self._repository_bytes,
+            self._repository_limit,
             self._held_back,
             self._would_delete,
             self._would_reclaim,
         )
         for metric in gauges:
-            metric.remove(repository)
+            metric.remove(repository)  # a label set never set is ignored
         for reason in self._protected_reasons.pop(repository, set()):
             self._protected.remove(repository, reason)
         self._repositories.discard(repository)
@@ -261,7 +342,13 @@ class Metrics:
         self._skipped.labels(block.reason).inc()
 
     def set_leader(self, leading: bool) -> None:
+        """Leadership changed. A replica that stops leading forgets the repositories' gauges:
+        the new leader's cycles tell their state from now on."""
         self._leader.set(1 if leading else 0)
+        self._leading = leading
+        if not leading:
+            for repository in list(self._repositories):
+                self._forget(repository)
 
     # -- read at scrape time ------------------------------------------------------------------
 
@@ -398,10 +485,10 @@ class _EcrCollector:
 
     def collect(self) -> list[Metric]:
         calls, throttles = self._families()
-        for operation, count in sorted(self._stats.calls.items()):
-            calls.add_metric([operation], count)
-        for operation, count in sorted(self._stats.throttles.items()):
-            throttles.add_metric([operation], count)
+        operations = sorted({*ECR_OPERATIONS, *self._stats.calls, *self._stats.throttles})
+        for operation in operations:
+            calls.add_metric([operation], self._stats.calls[operation])
+            throttles.add_metric([operation], self._stats.throttles[operation])
         return [calls, throttles]
 
     @staticmethod

@@ -7,9 +7,10 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,37 @@ class Prometheus:
         targets = self.get("/api/v1/targets")["data"]["activeTargets"]
         return any(t["health"] == "up" for t in targets)
 
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        answer = self.get("/api/v1/query", query=promql)
+    def targets_up(self) -> int:
+        """How many scrape targets are up."""
+        targets = self.get("/api/v1/targets")["data"]["activeTargets"]
+        return sum(t["health"] == "up" for t in targets)
+
+    def query_range(
+        self, promql: str, *, start: float, end: float, step: float
+    ) -> list[dict[str, Any]]:
+        answer = self.get(
+            "/api/v1/query_range", query=promql, start=str(start), end=str(end), step=str(step)
+        )
+        assert answer["status"] == "success", answer
+        return list(answer["data"]["result"])
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Every loaded rule, with its health, last error and state."""
+        groups = self.get("/api/v1/rules")["data"]["groups"]
+        return [rule for group in groups for rule in group["rules"]]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts pending or firing now."""
+        return list(self.get("/api/v1/alerts")["data"]["alerts"])
+
+    def query(self, promql: str, *, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query (now, or at the Unix time `at`); a query Prometheus rejects fails
+        with its reason."""
+        params = {"query": promql, **({"time": str(at)} if at is not None else {})}
+        try:
+            answer = self.get("/api/v1/query", **params)
+        except urllib.error.HTTPError as error:
+            raise AssertionError(f"{promql}: HTTP {error.code}: {error.read().decode()}") from None
         assert answer["status"] == "success", answer
         return list(answer["data"]["result"])
 
@@ -58,15 +88,26 @@ class Prometheus:
 
 
 @contextmanager
-def prometheus(target: str, tmp: Path) -> Iterator[Prometheus]:
-    """Start Prometheus scraping `target` (host:port) every second; yields once it is ready."""
+def prometheus(
+    target: str | Sequence[str],
+    tmp: Path,
+    *,
+    job: str = "ecr-cleanup",
+    rule_files: Sequence[Path] = (),
+) -> Iterator[Prometheus]:
+    """Start Prometheus scraping `target` (host:port, or several) every second as `job`, and
+    evaluating `rule_files` every second; yields once it is ready."""
     binary = shutil.which("prometheus")
     assert binary, "prometheus is not installed: run scripts/install-prometheus"
     port = free_port()
+    targets = [target] if isinstance(target, str) else list(target)
     config = tmp / "prometheus.yml"
+    rules = "".join(f"  - '{path}'\n" for path in rule_files)
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"scrape_configs:\n  - job_name: ecr-cleanup\n    static_configs:\n      - targets: ['{target}']\n"
+        + (f"rule_files:\n{rules}" if rules else "")
+        + f"scrape_configs:\n  - job_name: {job}\n    static_configs:\n"
+        f"      - targets: [{', '.join(repr(t) for t in targets)}]\n"
     )
     process = subprocess.Popen(
         [

@@ -14,7 +14,7 @@ from controller import __version__
 from controller.ecr import CallStats
 from controller.images import Digest
 from controller.inventory import InUseIndex, References, SourceKey
-from controller.metrics import Metrics
+from controller.metrics import ECR_OPERATIONS, Metrics
 from controller.pruning import CycleReport, Deletion, FailedDeletion, RepositoryReport
 from controller.scheduling import Blocked
 from controller.trust import SourceTracker
@@ -96,8 +96,110 @@ def test_build_info_names_version_and_python(registry: CollectorRegistry, metric
 
 
 def test_every_cycle_result_starts_at_zero(registry: CollectorRegistry, metrics: Metrics) -> None:
-    for result in ("ok", "failed", "refused"):
+    for result in ("ok", "failed", "refused", "stopped"):
         assert value(registry, "ecr_cleanup_cycles_total", result=result) == 0
+
+
+def test_configuration_is_known_before_any_cycle(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    limits = {"app": 50}
+    metrics.configure(
+        interval_seconds=1800, dry_run=True, max_images=lambda name: limits.get(name, 900)
+    )
+    assert value(registry, "ecr_cleanup_interval_seconds") == 1800
+    assert value(registry, "ecr_cleanup_dry_run") == 1
+    # the limits are exported for the repositories a cycle saw, with their overrides
+    assert value(registry, "ecr_cleanup_repository_max_images", repository="app") is None
+    metrics.observe_cycle(cycle(repo("app"), repo("web"), dry_run=True), 1.0)
+    assert value(registry, "ecr_cleanup_repository_max_images", repository="app") == 50
+    assert value(registry, "ecr_cleanup_repository_max_images", repository="web") == 900
+
+
+def test_a_clean_cycle_leaves_zero_error_failure_and_veto_series_per_repository(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.observe_cycle(cycle(repo("app", deleted=0), dry_run=True), 1.0)
+
+    for name in (
+        "ecr_cleanup_images_deleted_total",
+        "ecr_cleanup_reclaimed_bytes_total",
+        "ecr_cleanup_images_vetoed_total",
+    ):
+        assert value(registry, name, repository="app") == 0, name
+    # the repository's zero line: no operation, no code (Prometheus stores it without them)
+    errors = "ecr_cleanup_errors_total"
+    assert value(registry, errors, repository="app", operation="", code="") == 0
+    failures = "ecr_cleanup_image_delete_failures_total"
+    assert value(registry, failures, repository="app", code="") == 0
+    exposition = generate_latest(registry).decode()
+    assert 'ecr_cleanup_errors_total{code="",operation="",repository="app"} 0.0' in exposition
+
+    # a real error adds its own series; the zero line stays 0
+    failing = repo(
+        "app",
+        errors=["DescribeImages: ThrottlingException: x"],
+        error_codes=[("DescribeImages", "ThrottlingException")],
+        failed=[FailedDeletion(dg(1), "KmsError", "key")],
+    )
+    metrics.observe_cycle(cycle(failing), 1.0)
+    assert value(registry, errors, repository="app", operation="", code="") == 0
+    labels = {"repository": "app", "operation": "DescribeImages", "code": "ThrottlingException"}
+    assert value(registry, errors, **labels) == 1
+    assert value(registry, failures, repository="app", code="") == 0
+    assert value(registry, failures, repository="app", code="KmsError") == 1
+
+
+def test_a_cycle_stopped_by_shutdown_is_counted_as_stopped(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.observe_cycle(cycle(repo("app", deleted=2), stopped="shutting down"), 3.0)
+
+    assert value(registry, "ecr_cleanup_cycles_total", result="stopped") == 1
+    assert value(registry, "ecr_cleanup_cycles_total", result="failed") == 0
+    assert value(registry, "ecr_cleanup_cycles_total", result="ok") == 0
+    assert value(registry, "ecr_cleanup_cycle_duration_seconds_count") == 1
+    assert value(registry, "ecr_cleanup_last_success_timestamp_seconds") == 0
+    # what it deleted before the stop is counted
+    assert value(registry, "ecr_cleanup_images_deleted_total", repository="app") == 2
+
+
+def test_a_replica_that_stops_leading_forgets_the_repository_gauges_and_keeps_counters(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.configure(interval_seconds=60, dry_run=False, max_images=lambda _name: 5)
+    metrics.set_leader(True)
+    metrics.observe_cycle(cycle(repo("app", before=10, deleted=3, protected={"in-use": 1})), 1.0)
+    gauges = (
+        "ecr_cleanup_repository_images",
+        "ecr_cleanup_repository_size_bytes",
+        "ecr_cleanup_repository_max_images",
+        "ecr_cleanup_held_back_images",
+        "ecr_cleanup_dry_run_would_delete_images",
+        "ecr_cleanup_dry_run_would_reclaim_bytes",
+    )
+    for name in gauges:
+        assert value(registry, name, repository="app") is not None, name
+
+    metrics.set_leader(False)
+    for name in gauges:
+        assert value(registry, name, repository="app") is None, name
+    protected = "ecr_cleanup_protected_images"
+    assert value(registry, protected, repository="app", reason="in-use") is None
+    assert value(registry, "ecr_cleanup_images_deleted_total", repository="app") == 3
+    assert value(registry, "ecr_cleanup_last_success_timestamp_seconds") == FINISHED.timestamp()
+
+    # the cycle that was in flight when leadership went ends now: counted, gauges not restored
+    metrics.observe_cycle(cycle(repo("app", before=7, deleted=1)), 1.0)
+    assert value(registry, "ecr_cleanup_images_deleted_total", repository="app") == 4
+    for name in gauges:
+        assert value(registry, name, repository="app") is None, name
+
+    # leading again: the next cycle exports the state again
+    metrics.set_leader(True)
+    metrics.observe_cycle(cycle(repo("app", before=6, deleted=1)), 1.0)
+    assert value(registry, "ecr_cleanup_repository_images", repository="app") == 5
+    assert value(registry, "ecr_cleanup_repository_max_images", repository="app") == 5
 
 
 def test_real_deletions_count_images_bytes_and_sizes(
@@ -127,8 +229,9 @@ def test_dry_run_shows_what_it_would_delete_now_and_sizes_stay(
 
     assert value(registry, "ecr_cleanup_dry_run_would_delete_images", repository="app") == 4
     assert value(registry, "ecr_cleanup_dry_run_would_reclaim_bytes", repository="app") == 200
-    assert value(registry, "ecr_cleanup_images_deleted_total", repository="app") is None
-    assert value(registry, "ecr_cleanup_reclaimed_bytes_total", repository="app") is None
+    # the counters exist from the repository's first cycle on, and a dry run leaves them at 0
+    assert value(registry, "ecr_cleanup_images_deleted_total", repository="app") == 0
+    assert value(registry, "ecr_cleanup_reclaimed_bytes_total", repository="app") == 0
     # a dry run deletes nothing: the repository keeps its size
     assert value(registry, "ecr_cleanup_repository_images", repository="app") == 10
     assert value(registry, "ecr_cleanup_repository_size_bytes", repository="app") == 500
@@ -327,8 +430,8 @@ def test_watch_sources_are_read_at_scrape_time(
     refusal: list[str | None] = ["prod/deployments@team-a: initial LIST not complete"]
     metrics.watch_sources(tracker, index, clock, refusal=lambda: refusal[0])
 
-    pods = {"cluster": "prod", "kind": "pods", "namespace": ""}
-    deployments = {"cluster": "prod", "kind": "deployments", "namespace": "team-a"}
+    pods = {"source_cluster": "prod", "kind": "pods", "source_namespace": ""}
+    deployments = {"source_cluster": "prod", "kind": "deployments", "source_namespace": "team-a"}
     assert value(registry, "ecr_cleanup_watch_synced", **pods) == 1
     assert value(registry, "ecr_cleanup_watch_synced", **deployments) == 0
     assert value(registry, "ecr_cleanup_watch_connected", **pods) == 1
@@ -375,7 +478,10 @@ def test_ecr_calls_and_throttles_are_read_at_scrape_time(
 ) -> None:
     stats = CallStats()
     metrics.watch_ecr(stats)
-    assert value(registry, "ecr_cleanup_ecr_api_calls_total", operation="DescribeImages") is None
+    # every operation the controller calls is there from the start, at 0
+    for operation in ECR_OPERATIONS:
+        assert value(registry, "ecr_cleanup_ecr_api_calls_total", operation=operation) == 0
+        assert value(registry, "ecr_cleanup_ecr_api_throttles_total", operation=operation) == 0
 
     stats.calls["DescribeImages"] += 3
     stats.calls["BatchDeleteImage"] += 1
@@ -395,9 +501,9 @@ ALLOWED_LABELS = {
     "result",
     "operation",
     "code",
-    "cluster",
+    "source_cluster",
     "kind",
-    "namespace",
+    "source_namespace",
     "version",
     "python",
     "le",
@@ -408,6 +514,7 @@ def populated() -> CollectorRegistry:
     """A registry in which every metric has at least one sample."""
     registry = CollectorRegistry()
     metrics = Metrics(registry)
+    metrics.configure(interval_seconds=1800, dry_run=False, max_images=lambda _name: 900)
     metrics.observe_cycle(
         cycle(
             repo(

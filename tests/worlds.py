@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,19 +54,25 @@ class World:
         return {repo: self.ecr.digests(repo) for repo in self.scenario.digests}
 
 
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    for key, value in CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
+@contextmanager
+def seeded_world(tmp: Path) -> Iterator[World]:
+    """moto and the API-server simulator, seeded with the sandbox's scenario (the AWS test
+    credentials must be in the environment: the `world` fixture sets them)."""
     with moto_server() as endpoint:
         # short pages: the server answers fewer items than `limit`; the LIST must follow `continue`
         kube = ThreadedKubeSimulator(token="e2e-token", short_pages=True).start()
         try:
             ecr = MotoEcr(endpoint)
             scenario = seed(ecr, kube)
-            kubeconfig = str(
-                write_kubeconfig(tmp_path / "kubeconfig", {"e2e": kube}, token="e2e-token")
-            )
+            kubeconfig = str(write_kubeconfig(tmp / "kubeconfig", {"e2e": kube}, token="e2e-token"))
             yield World(endpoint, ecr, kube, scenario, kubeconfig)
         finally:
             kube.stop()
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    with seeded_world(tmp_path) as seeded:
+        yield seeded

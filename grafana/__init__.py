@@ -1,0 +1,1 @@
+"""The Grafana dashboard: its generator (`dashboard`) and the README's picture (`picture`)."""
