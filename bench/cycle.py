@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.app import DELETION_SAMPLE, tune_garbage_collector
 from controller.cli import configure_logging
 from controller.ecr import DESCRIBE_PAGE, ID_BATCH, open_ecr
 from controller.images import EcrRegistry
@@ -66,12 +67,15 @@ class Config:
     latency: float = 0.05
     concurrency: tuple[int, ...] = (8, 32)
     runs: int = 3
+    rate: float = 50.0
+    # the throttling scenario: one shared limit of this many calls a second, all operations
     go_repositories: int = 10
     # the Go baseline is sequential and needs many cycles: it runs on this many repositories
     # (the first ones of the same data) and its time is scaled linearly to the full count
 
 
 QUICK = Config(
+    rate=200.0,
     repositories=4,
     images=120,
     max_images=50,
@@ -128,6 +132,7 @@ async def ours(
                 lambda _name: Rules(max_images=config.max_images),
                 dry_run=False,
                 concurrency=concurrency,
+                deletion_records=DELETION_SAMPLE,  # as the service keeps them
             ),
         )
         now = datetime.now(UTC)
@@ -158,6 +163,7 @@ def run_worker(argv: Sequence[str]) -> int:
     config = decode(options.config)
     # log as the controller does (INFO, text, to stderr): the log lines are part of the cost
     configure_logging(logging.INFO, log_format="text")
+    tune_garbage_collector()  # as the controller does at start
     if options.algorithm == "go":
         from bench.go_baseline import converge
 
@@ -188,7 +194,7 @@ def run_worker(argv: Sequence[str]) -> int:
 class Endpoint:
     """The seeded ECR simulator in its own process."""
 
-    def __init__(self, config: Config, *, rate: float = 0.0) -> None:
+    def __init__(self, config: Config) -> None:
         args = [
             sys.executable,
             "-m",
@@ -197,8 +203,6 @@ class Endpoint:
             f"--images={config.images}",
             f"--latency={config.latency}",
         ]
-        if rate:
-            args.append(f"--rate={rate}")
         self.process = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
@@ -209,6 +213,12 @@ class Endpoint:
 
     def rollback(self) -> None:
         request = urllib.request.Request(self.url + "/_sim/rollback", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+
+    def rate(self, per_second: float) -> None:
+        body = json.dumps({"per_second": per_second}).encode()
+        request = urllib.request.Request(self.url + "/_sim/rate", data=body, method="POST")
         with urllib.request.urlopen(request, timeout=60) as response:
             response.read()
 
@@ -284,6 +294,29 @@ def run(config: Config) -> dict[str, Any]:
                     sum(r["server_calls"].values()) == lower_bound for r in runs
                 ),
             }
+        # under throttling: one shared rate limit; the floor is the calls it takes over the rate
+        endpoint.rate(config.rate)
+        results["throttled"] = {}
+        for concurrency in config.concurrency:
+            runs = [
+                worker(
+                    endpoint,
+                    config,
+                    f"--concurrency={concurrency}",
+                    f"--repositories={config.repositories}",
+                )
+                for _ in range(config.runs)
+            ]
+            _, lower_bound = latency_limit(config, concurrency, config.repositories)
+            floor = lower_bound / config.rate
+            results["throttled"][str(concurrency)] = {
+                "runs": runs,
+                "wall_s": spread([r["wall_s"] for r in runs]),
+                "floor_s": floor,
+                "ratio_to_floor": spread([r["wall_s"] / floor for r in runs]),
+                "throttled_attempts": spread([r["throttles"] for r in runs]),
+            }
+        endpoint.rate(0)
         go = worker(endpoint, config, "--algorithm=go", f"--repositories={config.go_repositories}")
         scale = config.repositories / config.go_repositories
         go["work_s_scaled"] = go["work_s"] * scale
@@ -312,6 +345,14 @@ def report(results: dict[str, Any]) -> str:
             f"peak RSS {figures['peak_rss_mib']['median']:.0f} MiB; calls at the lower bound: "
             f"{figures['calls_at_lower_bound']}"
         )
+    for concurrency, figures in results["throttled"].items():
+        wall = figures["wall_s"]
+        lines.append(
+            f"  throttled to {config['rate']:.0f} calls/s, concurrency {concurrency}: "
+            f"{wall['median']:.2f} s (min {wall['min']:.2f}, max {wall['max']:.2f}); floor "
+            f"{figures['floor_s']:.2f} s; ×{figures['ratio_to_floor']['median']:.2f} the floor; "
+            f"{figures['throttled_attempts']['median']:.0f} throttled attempts"
+        )
     go = results["go"]
     lines.append(
         f"  Go algorithm: {go['cycles']} cycles to converge on {go['repositories']} repositories, "
@@ -331,12 +372,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile one cycle of ours")
     parser.add_argument("--repositories", type=int)
+    parser.add_argument("--images", type=int)
     parser.add_argument("--runs", type=int)
+    parser.add_argument("--concurrency", type=int, nargs="+")
     options = parser.parse_args(argv)
     config = QUICK if options.quick else Config()
-    overrides = {
-        k: v for k, v in (("repositories", options.repositories), ("runs", options.runs)) if v
+    chosen = {
+        "repositories": options.repositories,
+        "images": options.images,
+        "runs": options.runs,
+        "concurrency": options.concurrency,
     }
+    overrides = {k: v for k, v in chosen.items() if v}
     config = decode(json.dumps({**asdict(config), **overrides}))
     if options.profile:
         endpoint = Endpoint(config)

@@ -9,6 +9,7 @@ standby can never start deleting while this replica's last delete call is still 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import secrets
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 
 GO_DEFAULT_REGION = "us-east-1"  # the Go controller's default, kept for unchanged Deployments
 SHUTTING_DOWN = "shutting down"
+DELETION_SAMPLE = 20
+"""Deletion records a report keeps per repository, besides the counts (see PruneOptions)."""
 
 
 def utcnow() -> datetime:
@@ -154,6 +157,8 @@ def prune_options(settings: Settings) -> PruneOptions:
         dry_run=settings.dry_run,
         concurrency=settings.concurrency,
         unused_overrides=unused_overrides,
+        # `--once --output json` prints every deletion; otherwise counts and a sample suffice
+        deletion_records=None if settings.once and settings.output == "json" else DELETION_SAMPLE,
     )
 
 
@@ -443,8 +448,22 @@ async def _cycles(
     )
 
 
+def tune_garbage_collector() -> None:
+    """Freeze what start-up allocated (modules, the SDK's service models) and collect the young
+    generation less often. A cycle allocates several objects per image listed; with the default
+    thresholds the collector ran so often, each time walking every long-lived object, that it
+    took about a third of the CPU of parsing and planning. Reference counting still frees almost
+    everything at once; only reference cycles wait a little longer."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
 async def _main(settings: Settings, early_signal: Callable[[], int | None]) -> int:
     check_profile()  # before connecting anywhere: a wrong AWS_PROFILE is a start-up error
+    tune_garbage_collector()
     stopping = anyio.Event()
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         received = early_signal()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -206,6 +207,47 @@ class CallStats:
     throttles: Counter[str] = field(default_factory=Counter)
 
 
+class AdaptiveLimit:
+    """How many ECR calls may be in flight, adapted to throttling as TCP adapts its window:
+    halved when ECR throttles, one more after each window of successful calls, between 1 and
+    `maximum` (the --concurrency). Under a shared rate limit, more calls in flight only buy
+    more throttled attempts and longer back-offs: a cycle at 32 was slower than one at 8.
+
+    The throttles of one burst halve the limit once: after a decrease, throttles are ignored
+    for about one call's duration (the calls already in flight answer in that time)."""
+
+    def __init__(self, maximum: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.maximum = maximum
+        self.limiter = anyio.CapacityLimiter(maximum)
+        self._clock = clock
+        self._successes = 0
+        self._quiet_until = 0.0
+        self.call_seconds = 0.05
+        # a moving average of how long a call takes: the time the calls in flight need to answer
+
+    @property
+    def limit(self) -> int:
+        return int(self.limiter.total_tokens)
+
+    def throttled(self) -> None:
+        now = self._clock()
+        if now < self._quiet_until:
+            return
+        self.limiter.total_tokens = max(1, self.limit // 2)
+        self._successes = 0
+        self._quiet_until = now + self.call_seconds
+        log.info("ECR throttles: at most %d call(s) in flight now", self.limit)
+
+    def succeeded(self, seconds: float) -> None:
+        self.call_seconds += (seconds - self.call_seconds) / 8
+        if self.limit >= self.maximum:
+            return
+        self._successes += 1
+        if self._successes >= self.limit:
+            self._successes = 0
+            self.limiter.total_tokens = self.limit + 1
+
+
 _T = TypeVar("_T")
 
 
@@ -225,6 +267,7 @@ class AioEcr:
         region: str,
         registry_id: str | None,
         call_budget: float = CALL_BUDGET,
+        max_in_flight: int = 8,
     ) -> None:
         self._client = client
         self._delete_client = delete_client or client
@@ -232,6 +275,7 @@ class AioEcr:
         self._registry_id = registry_id
         self._call_budget = call_budget
         self.stats = CallStats()
+        self.limit = AdaptiveLimit(max_in_flight)
         for each in {id(c): c for c in (client, self._delete_client)}.values():
             each.meta.events.register("needs-retry.ecr.*", self._on_retry_check)
             for operation in RAW_OPERATIONS:
@@ -245,6 +289,7 @@ class AioEcr:
         status = getattr(http, "status_code", 0)
         if status == 429 or code in {"ThrottlingException", "TooManyRequestsException"}:
             self.stats.throttles[getattr(operation, "name", "?")] += 1
+            self.limit.throttled()
 
     def _registry(self) -> dict[str, str]:
         return {"registryId": self._registry_id} if self._registry_id else {}
@@ -254,7 +299,10 @@ class AioEcr:
         method = getattr(client or self._client, _snake(operation))
         try:
             with anyio.fail_after(self._call_budget):
-                result = await method(**kwargs)
+                async with self.limit.limiter:
+                    started = time.monotonic()
+                    result = await method(**kwargs)
+                    self.limit.succeeded(time.monotonic() - started)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", "Unknown"))
@@ -462,10 +510,10 @@ def _region_of(arn: object) -> str | None:
 
 
 def _image(raw: object) -> Image:
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):  # JSON objects are dicts
         raise MalformedResponse("DescribeImages", "imageDetails entry is not an object")
     digest = raw.get("imageDigest")
-    if not isinstance(digest, str) or not is_digest(digest):
+    if type(digest) is not str or not is_digest(digest):
         raise MalformedResponse("DescribeImages", f"image without a valid digest: {digest!r}")
     pushed = _timestamp(raw.get("imagePushedAt"))
     if pushed is None:
@@ -574,6 +622,7 @@ async def open_ecr(
             region=region,
             registry_id=registry_id,
             call_budget=call_budget,
+            max_in_flight=concurrency,
         )
 
 

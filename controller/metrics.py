@@ -282,9 +282,9 @@ class Metrics:
     def _observe_repository(self, report: RepositoryReport, *, dry_run: bool, gauges: bool) -> None:
         name = report.name
         self._zero_counters(name)
-        deleted_bytes = sum(d.size_bytes for d in report.deleted)
+        deleted_bytes = report.bytes_reclaimed
         if not dry_run:
-            self._deleted.labels(name).inc(len(report.deleted))
+            self._deleted.labels(name).inc(report.deleted_count)
             self._reclaimed.labels(name).inc(deleted_bytes)
         self._vetoed.labels(name).inc(report.vetoed)
         for failure in report.failed:
@@ -302,7 +302,7 @@ class Metrics:
         self._repository_bytes.labels(name).set(size)
         if self._limit_of is not None:
             self._repository_limit.labels(name).set(self._limit_of(name))
-        self._would_delete.labels(name).set(len(report.deleted) if dry_run else 0)
+        self._would_delete.labels(name).set(report.deleted_count if dry_run else 0)
         self._would_reclaim.labels(name).set(deleted_bytes if dry_run else 0)
         self._held_back.labels(name).set(report.held_back)
         for stale in self._protected_reasons.get(name, set()) - set(report.protected):

@@ -70,8 +70,10 @@ class RepositoryReport:
     images_after: int = 0
     protected: dict[str, int] = field(default_factory=dict)
     # protected images by reason
+    deleted_count: int = 0
+    # images deleted, or, in dry-run, that would have been
     deleted: list[Deletion] = field(default_factory=list)
-    # deleted, or, in dry-run, would have been deleted
+    # the first of them, at most PruneOptions.deletion_records (every one when that is None)
     already_gone: int = 0
     failed: list[FailedDeletion] = field(default_factory=list)
     vetoed: int = 0
@@ -123,7 +125,7 @@ class CycleReport:
 
     @property
     def deleted(self) -> int:
-        return sum(len(r.deleted) for r in self.repositories)
+        return sum(r.deleted_count for r in self.repositories)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,10 @@ class PruneOptions:
     concurrency: int = 8
     delete_timeout: float = 20.0
     # bound on one BatchDeleteImage attempt; it is shielded from shutdown so it is never cut off
+    deletion_records: int | None = None
+    # keep at most this many Deletion records per repository in the report (None: all): a
+    # service needs the counts, and the records of a whole registry's cycle would make the
+    # memory grow with the number of repositories
     unused_overrides: Callable[[Sequence[str]], Sequence[str]] = lambda _names: ()
     # the --config entries that apply to none of these repositories, described for a warning
     delete_retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -310,15 +316,16 @@ class Pruner:
         seen = self._announced.get(repository.name, frozenset())
         doomed = [d for wave in the_plan.delete_waves for d in wave]
         by_digest = {d.image.digest: d for d in the_plan.deletions}
-        for digest in doomed:
-            _log_deletion(
-                "would delete",
-                repository,
-                by_digest[digest],
-                dry_run=True,
-                level=logging.DEBUG if digest in seen else logging.INFO,
-            )
-            self._record(report, by_digest[digest])
+        for batch in chunks(doomed, ID_BATCH):  # as the real run would send them
+            decisions = [by_digest[d] for d in batch]
+            fresh = [d for d in decisions if d.image.digest not in seen]
+            again = [d for d in decisions if d.image.digest in seen]
+            if fresh:
+                _log_batch("would delete", repository, fresh, dry_run=True)
+            if again and log.isEnabledFor(logging.DEBUG):
+                _log_batch("would delete", repository, again, dry_run=True, level=logging.DEBUG)
+            for decision in decisions:
+                self._record(report, decision)
         unchanged = sum(1 for d in doomed if d in seen)
         if unchanged:
             log.info(
@@ -405,9 +412,9 @@ class Pruner:
             todo = [d for d in batch if d not in vetoed]
             if not todo:
                 return True
-            for digest in todo:
-                if digest not in announced:
-                    _log_deletion("deleting", repository, by_digest[digest], dry_run=False)
+            if any(d not in announced for d in todo):
+                fresh = [by_digest[d] for d in todo if d not in announced]
+                _log_batch("deleting", repository, fresh, dry_run=False)
             announced.update(todo)
             try:
                 # a delete call in flight finishes (bounded) even when shutdown cancels the
@@ -474,12 +481,14 @@ class Pruner:
         for digest in outcome.deleted:
             self._record(report, by_digest[digest])
 
-    @staticmethod
-    def _record(report: RepositoryReport, decision: Decision) -> None:
+    def _record(self, report: RepositoryReport, decision: Decision) -> None:
         image = decision.image
-        report.deleted.append(
-            Deletion(image.digest, image.tags, decision.reason.value, image.size_bytes)
-        )
+        limit = self._options.deletion_records
+        if limit is None or len(report.deleted) < limit:
+            report.deleted.append(
+                Deletion(image.digest, image.tags, decision.reason.value, image.size_bytes)
+            )
+        report.deleted_count += 1
         report.bytes_reclaimed += image.size_bytes
         report.images_after -= 1
 
@@ -489,27 +498,34 @@ async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None
     scope.cancel()
 
 
-def _log_deletion(
+def _log_batch(
     verb: str,
     repository: Repository,
-    decision: Decision,
+    decisions: Sequence[Decision],
     *,
     dry_run: bool,
     level: int = logging.INFO,
 ) -> None:
+    """One line per delete call (at most 100 images), naming every image as `repo@digest`
+    with its tags and reason: the audit trail, at a hundredth of the cost of a line each
+    (110,000 log records were an eighth of a large cycle's CPU)."""
+    name = repository.name
     log.log(
         level,
-        "%s %s@%s tags=%s reason=%s",
+        "%s %d image(s) from %s: %s",
         verb,
-        repository.name,
-        decision.image.digest,
-        ",".join(decision.image.tags) or "-",
-        decision.reason.value,
+        len(decisions),
+        name,
+        "; ".join(
+            f"{name}@{d.image.digest} tags={','.join(d.image.tags) or '-'} reason={d.reason.value}"
+            for d in decisions
+        ),
         extra={
-            "repository": repository.name,
-            "digest": decision.image.digest,
-            "tags": list(decision.image.tags),
-            "reason": decision.reason.value,
+            "repository": name,
+            "images": [
+                {"digest": d.image.digest, "tags": list(d.image.tags), "reason": d.reason.value}
+                for d in decisions
+            ],
             "dry_run": dry_run,
         },
     )
@@ -545,7 +561,7 @@ def _log_repository(report: RepositoryReport, *, dry_run: bool) -> None:
         report.name,
         report.images_before,
         report.images_after,
-        len(report.deleted),
+        report.deleted_count,
         "would be deleted" if dry_run else "deleted",
         sum(report.protected.values()),
         len(report.failed),
@@ -554,7 +570,7 @@ def _log_repository(report: RepositoryReport, *, dry_run: bool) -> None:
             "repository": report.name,
             "images_before": report.images_before,
             "images_after": report.images_after,
-            "deleted": len(report.deleted),
+            "deleted": report.deleted_count,
             "dry_run": dry_run,
         },
     )

@@ -57,7 +57,7 @@ def to_table(report: CycleReport) -> str:
                 repo.name,
                 str(repo.images_before) if repo.listed else "-",
                 str(repo.images_after) if repo.listed else "-",
-                str(len(repo.deleted)),
+                str(repo.deleted_count),
                 str(sum(repo.protected.values())),
                 str(repo.held_back),
                 str(len(repo.failed)),

@@ -651,6 +651,10 @@ class EcrRegistry:
         with self._lock:
             self._faults.rate = _TokenBucket(per_second, burst if burst is not None else per_second)
 
+    def lift_rate_limit(self) -> None:
+        with self._lock:
+            self._faults.rate = None
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults = _Faults()
@@ -1346,6 +1350,7 @@ class _HttpFront:
         app = web.Application()
         app.router.add_route("POST", "/_sim/rollback", self._rollback)
         app.router.add_route("GET", "/_sim/calls", self._calls)
+        app.router.add_route("POST", "/_sim/rate", self._rate)
         app.router.add_route("POST", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -1374,6 +1379,15 @@ class _HttpFront:
     async def _rollback(self, _request: web.Request) -> web.Response:
         """Admin: the state of the last checkpoint, for a benchmark's next run."""
         self._registry.rollback()
+        return web.json_response({"ok": True})
+
+    async def _rate(self, request: web.Request) -> web.Response:
+        """Admin: `{"per_second": N}` sets a shared rate limit; 0 lifts it."""
+        per_second = float((await request.json()).get("per_second", 0))
+        if per_second > 0:
+            self._registry.rate_limit(per_second)
+        else:
+            self._registry.lift_rate_limit()
         return web.json_response({"ok": True})
 
     async def _calls(self, _request: web.Request) -> web.Response:

@@ -267,7 +267,7 @@ def test_sigterm_during_a_once_delete_prints_the_partial_report_and_exits_1(
             AWS_ENDPOINT_URL_ECR=ecr.endpoint_url,
         )
         try:
-            wait_for(process, "deleting app@", 60)
+            wait_for(process, "deleting 100 image(s) from app:", 60)
             time.sleep(0.5)  # the first call is on the wire, its answer 1.5 s away
             process.send_signal(signal.SIGTERM)
             out, err = process.communicate(timeout=30)

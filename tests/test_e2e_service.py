@@ -222,7 +222,9 @@ def test_sigterm_mid_delete_finishes_that_call_starts_no_other_and_exits_0(
         )
         processes.append(controller)
         controller.wait_until(
-            lambda: controller.count("deleting app@") >= 100, 60, "the first delete call"
+            lambda: controller.count("deleting 100 image(s) from app:") >= 1,
+            60,
+            "the first delete call",
         )
         time.sleep(0.5)  # the call is on the wire, its answer 2.5 s away
         started = time.monotonic()
@@ -319,12 +321,18 @@ def test_the_lease_is_released_only_after_the_in_flight_delete_returned(
             return process
 
         leader = replica("AKIDLEADER")
-        leader.wait_until(lambda: leader.count("deleting app@") >= 100, 60, "the first delete call")
+        leader.wait_until(
+            lambda: leader.count("deleting 100 image(s) from app:") >= 1,
+            60,
+            "the first delete call",
+        )
         standby = replica("AKIDSTANDBY")
         standby.wait_until(
             lambda: standby.count("first cycle waits: not-leader") >= 1, 60, "the standby waiting"
         )
-        leader.wait_until(lambda: leader.count("deleting app@") >= 200, 30, "a later delete call")
+        leader.wait_until(
+            lambda: leader.count("deleting 100 image(s) from app:") >= 2, 30, "a later delete call"
+        )
         time.sleep(0.5)  # that call is on the wire, its answer 2.5 s away
         assert leader.terminate() == 0
         standby.wait_until(

@@ -49,6 +49,7 @@ def repo(
         images_after=before - deleted,
         protected=dict(protected or {}),
         deleted=gone,
+        deleted_count=len(gone),
         bytes_reclaimed=sum(d.size_bytes for d in gone),
         bytes_total=before * size,
     )

@@ -298,10 +298,12 @@ async def test_dry_run_logs_each_would_be_deletion_at_info_once(
     p = pruner(ecr, InUseIndex(), dry_run=True)
 
     def would(level: int) -> list[str]:
+        """The would-be deletions logged at `level`, one per image named in the batch lines."""
         return [
-            r.getMessage()
+            image
             for r in caplog.records
-            if r.levelno == level and r.getMessage().startswith("would delete")
+            if r.levelno == level and r.getMessage().startswith("would delete ")
+            for image in r.getMessage().split(": ", 1)[1].split("; ")
         ]
 
     with caplog.at_level(logging.DEBUG, logger="controller.pruning"):
@@ -315,19 +317,29 @@ async def test_dry_run_logs_each_would_be_deletion_at_info_once(
         caplog.clear()
         ecr.add("app", Image(dg(1, 99), NOW - timedelta(days=99), ("ancient",), 1))
         await cycle(p)  # the plan changed: the new would-be deletion is at INFO
-        assert would(logging.INFO) == [
-            f"would delete app@{dg(1, 99)} tags=ancient reason=over-count"
-        ]
+        assert would(logging.INFO) == [f"app@{dg(1, 99)} tags=ancient reason=over-count"]
 
 
-async def test_real_deletions_are_always_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
+async def test_real_deletions_are_logged_at_info_one_line_per_delete_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     ecr = FakeEcr()
-    ecr.add("app", *images(1, 13))
+    ecr.add("app", *images(1, 113))
     with caplog.at_level(logging.INFO, logger="controller.pruning"):
         await cycle(pruner(ecr, InUseIndex()))
-    lines = [r for r in caplog.records if r.getMessage().startswith("deleting app@")]
-    assert len(lines) == 3
+    lines = [r for r in caplog.records if r.getMessage().startswith("deleting ")]
+    assert [r.getMessage().split(":", 1)[0] for r in lines] == [
+        "deleting 100 image(s) from app",
+        "deleting 3 image(s) from app",
+    ]
     assert {r.levelno for r in lines} == {logging.INFO}
+    named = [image for r in lines for image in r.getMessage().split(": ", 1)[1].split("; ")]
+    assert named[0] == f"app@{dg(1, 112)} tags=build-112 reason=over-count"  # the oldest first
+    assert len(named) == 103
+    # structured, for --log-format json: every image with its tags and reason
+    assert lines[1].images == [  # type: ignore[attr-defined]
+        {"digest": dg(1, n), "tags": [f"build-{n}"], "reason": "over-count"} for n in (12, 11, 10)
+    ]
 
 
 async def test_a_glob_that_matches_nothing_is_warned_about() -> None:

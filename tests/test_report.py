@@ -32,6 +32,7 @@ def pruned(name: str, before: int, deleted: int, *, held: int = 0) -> Repository
         Deletion(Digest("sha256:" + f"{n:064x}"), (f"b{n}",), "over-count", 1024)
         for n in range(deleted)
     ]
+    repo.deleted_count = deleted
     repo.images_after = before - deleted
     repo.bytes_reclaimed = 1024 * deleted
     return repo
