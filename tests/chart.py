@@ -207,3 +207,35 @@ def flag_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+Grants = dict[tuple[str, str, str, str], set[str]]  # (scope, group, resource, names) -> verbs
+
+
+def grants_of(r: Rendered) -> Grants:
+    """Everything the rendered RBAC grants the controller's ServiceAccount."""
+    service_account = r.deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    roles = {
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+        for o in r.objects
+        if o["kind"] in ("Role", "ClusterRole")
+    }
+    grants: Grants = {}
+    for binding in r.objects:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": service_account, "namespace": NAMESPACE}
+        ]
+        ref = binding["roleRef"]
+        namespace = binding["metadata"].get("namespace")
+        role = roles.pop((ref["kind"], namespace if ref["kind"] == "Role" else None, ref["name"]))
+        scope = "cluster" if binding["kind"] == "ClusterRoleBinding" else namespace
+        for rule in role["rules"]:
+            assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    names = ",".join(rule.get("resourceNames", []))
+                    grants.setdefault((scope, group, resource, names), set()).update(rule["verbs"])
+    assert roles == {}, f"roles bound to nobody: {list(roles)}"
+    return grants

@@ -32,10 +32,12 @@ from tests.chart import (
     NAMESPACE,
     RELEASE,
     ROOT,
+    Grants,
     Rendered,
     all_features_values,
     default_values,
     flag_text,
+    grants_of,
     merged,
     render,
     render_all_features,
@@ -577,38 +579,6 @@ def api_group(kind: str) -> str:
     """A watched kind's API group, from the controller's own client class (CoreV1Api -> "")."""
     name = KINDS[kind].api.__name__
     return {"CoreV1Api": "", "AppsV1Api": "apps", "BatchV1Api": "batch"}[name]
-
-
-Grants = dict[tuple[str, str, str, str], set[str]]  # (scope, group, resource, names) -> verbs
-
-
-def grants_of(r: Rendered) -> Grants:
-    """Everything the rendered RBAC grants the controller's ServiceAccount."""
-    service_account = r.deployment["spec"]["template"]["spec"]["serviceAccountName"]
-    roles = {
-        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
-        for o in r.objects
-        if o["kind"] in ("Role", "ClusterRole")
-    }
-    grants: Grants = {}
-    for binding in r.objects:
-        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
-            continue
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": service_account, "namespace": NAMESPACE}
-        ]
-        ref = binding["roleRef"]
-        namespace = binding["metadata"].get("namespace")
-        role = roles.pop((ref["kind"], namespace if ref["kind"] == "Role" else None, ref["name"]))
-        scope = "cluster" if binding["kind"] == "ClusterRoleBinding" else namespace
-        for rule in role["rules"]:
-            assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}
-            for group in rule["apiGroups"]:
-                for resource in rule["resources"]:
-                    names = ",".join(rule.get("resourceNames", []))
-                    grants.setdefault((scope, group, resource, names), set()).update(rule["verbs"])
-    assert roles == {}, f"roles bound to nobody: {list(roles)}"
-    return grants
 
 
 def needed(settings: Settings) -> Grants:
