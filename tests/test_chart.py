@@ -439,6 +439,21 @@ def test_schema_rejects_bad_values_naming_the_key(values: dict[str, Any], names:
     assert all(names in line for line in problems), result.stderr
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"allowEmptyNamespaces": ["batch"]}, "allowEmptyNamespaces: batch is not in namespaces"),
+        ({"kubeContexts": ["a"], "kubeconfig": {"secretName": ""}}, "/kubeconfig/secretName"),
+    ],
+)
+def test_values_that_contradict_each_other_fail_naming_the_key(
+    values: dict[str, Any], message: str
+) -> None:
+    result = template(merged(BARE, values))
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
 def test_helm_install_without_repositories_fails_naming_repos(kubeconfig: Path) -> None:
     result = install_dry_run({"image": BARE["image"]}, kubeconfig)
     assert result.returncode != 0
@@ -970,6 +985,18 @@ def test_notes_say_dry_run_is_on_how_to_review_and_how_to_turn_it_off(kubeconfig
     )
     assert "--reuse-values --set dryRun=false" in text
     assert "region is not set" in text
+
+
+def test_notes_name_metrics_that_exist(kubeconfig: Path) -> None:
+    """The metrics NOTES.txt greps for are in the README's metric table (kept equal to the
+    registry by tests/test_readme.py)."""
+    text = notes(BARE, kubeconfig)
+    (group,) = re.findall(r"\^ecr_cleanup_\(([a-z_|]+)\)", text)
+    documented = set(
+        re.findall(r"^\| `(ecr_cleanup_[a-z_]+)`", (ROOT / "README.md").read_text(), re.M)
+    )
+    named = {f"ecr_cleanup_{name}" for name in group.split("|")}
+    assert named <= documented, named - documented
 
 
 def test_notes_say_when_dry_run_is_off(kubeconfig: Path) -> None:

@@ -89,6 +89,8 @@ registryId: registry-id
 namespaces: namespaces
 protectWorkloads: protect-workloads
 allowEmpty: allow-empty
+allowEmptyNamespaces: allow-empty-namespaces
+allowEmptyClusters: allow-empty-clusters
 maxStaleness: max-staleness
 output: output
 logFormat: log-format
@@ -135,6 +137,11 @@ flags the chart owns, then extraArgs.
 */}}
 {{- define "kube-ecr-cleanup-controller.args" -}}
 {{- $root := . }}
+{{- range .Values.allowEmptyNamespaces }}
+{{- if not (has . $root.Values.namespaces) }}
+{{- fail (printf "allowEmptyNamespaces: %s is not in namespaces (only listed namespaces are checked one by one)" .) }}
+{{- end }}
+{{- end }}
 {{- range $path, $flag := include "kube-ecr-cleanup-controller.settingFlags" . | fromYaml }}
 {{- $value := (include "kube-ecr-cleanup-controller.valueAt" (dict "root" $root "path" $path) | fromJson).value }}
 {{- if not (kindIs "invalid" $value) }}
