@@ -48,6 +48,12 @@ def helm() -> str:
 
 
 def run_helm(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    link = CHART / "files" / "dashboard.json"
+    if link.is_symlink() and not link.exists():  # helm refuses a chart with a dangling link
+        pytest.fail(
+            f"{DASHBOARD.relative_to(ROOT)} is missing: the chart's files/dashboard.json links to "
+            "it (the Grafana dashboard, issue 10), and helm cannot load the chart without it"
+        )
     return subprocess.run(
         [helm(), *args], capture_output=True, text=True, timeout=timeout, check=False
     )
