@@ -14,7 +14,8 @@ What it provides:
   MVCC-like object store for pods, deployments, replicasets, statefulsets, daemonsets,
   controllerrevisions, jobs, cronjobs and leases, with a global integer resourceVersion, an
   event log, LIST with ``limit``/``continue``, WATCH with replay/bookmarks/timeouts, generic
-  create/replace/delete with optimistic concurrency, bearer-token auth and fault injection.
+  create/replace/delete with optimistic concurrency, bearer-token auth and fault injection,
+  and the discovery documents (`/api`, `/apis`, ...) a client such as helm reads first.
   Its synchronous mutation methods must be called from the loop that runs it.
 * :class:`ThreadedKubeSimulator` - the same server on a private event loop in a background
   thread, with thread-safe mutation methods, for synchronous callers (the sandbox and the
@@ -912,6 +913,9 @@ class KubeSimulator:
         if path in ("/healthz", "/readyz", "/livez"):
             return web.Response(text="ok")
         parts = [p for p in path.split("/") if p]
+        discovery = _discovery(parts)
+        if discovery is not None:
+            return _json_response(discovery)
         if len(parts) >= 2 and parts[0] == "api":
             group, version, rest = "", parts[1], parts[2:]
         elif len(parts) >= 3 and parts[0] == "apis":
@@ -1189,6 +1193,71 @@ def _json_response(
     return web.Response(
         body=_dumps(obj) + b"\n", status=status, content_type="application/json", headers=headers
     )
+
+
+# Kinds only listed in discovery, never served (their paths answer 404): what the project's Helm
+# chart installs, so that helm's client-side dry run (`helm install --dry-run=client`) can map
+# every object it renders. (plural, kind, group, version, namespaced)
+_DISCOVERY_ONLY: Final = (
+    ("serviceaccounts", "ServiceAccount", "", "v1", True),
+    ("services", "Service", "", "v1", True),
+    ("configmaps", "ConfigMap", "", "v1", True),
+    ("secrets", "Secret", "", "v1", True),
+    ("roles", "Role", "rbac.authorization.k8s.io", "v1", True),
+    ("rolebindings", "RoleBinding", "rbac.authorization.k8s.io", "v1", True),
+    ("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", "v1", False),
+    ("clusterrolebindings", "ClusterRoleBinding", "rbac.authorization.k8s.io", "v1", False),
+    ("poddisruptionbudgets", "PodDisruptionBudget", "policy", "v1", True),
+    ("networkpolicies", "NetworkPolicy", "networking.k8s.io", "v1", True),
+    ("servicemonitors", "ServiceMonitor", "monitoring.coreos.com", "v1", True),
+    ("prometheusrules", "PrometheusRule", "monitoring.coreos.com", "v1", True),
+)
+
+
+def _discovery(parts: Sequence[str]) -> JsonObj | None:
+    """The discovery documents (``/api``, ``/apis``, ``/api/v1``, ``/apis/GROUP/VERSION``), as
+    clients such as helm read them first; None for other paths."""
+    kinds = [(rt.plural, rt.kind, rt.group, rt.version, True) for rt in RESOURCES.values()]
+    kinds += _DISCOVERY_ONLY
+    groups: dict[str, list[tuple[str, str, str, str, bool]]] = {}
+    for entry in kinds:
+        groups.setdefault(f"{entry[2]}/{entry[3]}" if entry[2] else entry[3], []).append(entry)
+    if parts == ["api"]:
+        return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+    if parts == ["apis"]:
+        named = sorted({(group, version) for _, _, group, version, _ in kinds if group})
+        return {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [
+                {
+                    "name": group,
+                    "versions": [{"groupVersion": f"{group}/{version}", "version": version}],
+                    "preferredVersion": {"groupVersion": f"{group}/{version}", "version": version},
+                }
+                for group, version in named
+            ],
+        }
+    if (len(parts) == 2 and parts[0] == "api") or (len(parts) == 3 and parts[0] == "apis"):
+        group_version = "/".join(parts[1:])
+        if group_version not in groups:
+            return None
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": group_version,
+            "resources": [
+                {
+                    "name": plural,
+                    "singularName": kind.lower(),
+                    "namespaced": namespaced,
+                    "kind": kind,
+                    "verbs": sorted(_ALL_VERBS),
+                }
+                for plural, kind, _, _, namespaced in groups[group_version]
+            ],
+        }
+    return None
 
 
 def _path_not_found() -> KubeSimError:

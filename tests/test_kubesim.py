@@ -995,3 +995,26 @@ async def test_threaded_simulator_is_mutated_safely_from_other_threads(tmp_path:
         await anyio.to_thread.run_sync(sim.stop)
     assert event["object"]["metadata"]["name"] == "t"
     assert [e.type for e in sim.events()] == ["ADDED"]  # direct access once stopped
+
+
+async def test_discovery_lists_every_served_group_and_kind(tmp_path: Path) -> None:
+    """The discovery documents a client such as helm reads first, through kubernetes_asyncio."""
+    async with KubeSimulator() as sim, api_client(tmp_path, sim) as api:
+        versions = await client.CoreApi(api).get_api_versions()
+        assert versions.versions == ["v1"]
+        groups = await client.ApisApi(api).get_api_versions()
+        names = {g.name for g in groups.groups}
+        assert {"apps", "batch", "coordination.k8s.io", "rbac.authorization.k8s.io"} <= names
+        apps = await client.AppsV1Api(api).get_api_resources()
+        served = {r.name: r for r in apps.resources}
+        assert {"deployments", "replicasets", "statefulsets", "daemonsets"} <= set(served)
+        assert served["deployments"].kind == "Deployment"
+        assert served["deployments"].namespaced is True
+        rbac = await client.RbacAuthorizationV1Api(api).get_api_resources()
+        roles = {r.name: r.namespaced for r in rbac.resources}
+        assert roles["clusterroles"] is False
+        assert roles["roles"] is True
+        # listed for helm's dry run only: not served
+        with pytest.raises(ApiException) as error:
+            await client.CoreV1Api(api).list_namespaced_service_account("default")
+        assert error.value.status == 404
