@@ -1,26 +1,31 @@
-"""Benchmark: one prune cycle over many repositories against an ECR endpoint with real latency.
+"""Benchmark: prune cycles over many repositories against an ECR endpoint with real latency.
 
 Run `python -m bench.cycle` (`--quick` for a smoke-sized run, `--json` for machine-readable
 output, `--profile` to cProfile one cycle of ours).
 
 The ECR endpoint is the project's simulator (`python -m sandbox.ecrsim`) in a process of its
-own, seeded with `--repositories` × `--images` images (pushed a minute apart, tagged build-N,
-the newest also `latest`) and answering every call after `--latency` seconds. Between runs it
-rolls back to the seeded state. Each run is a fresh worker process, so its CPU time and peak
-RSS are the cycle's own:
+own, seeded with repositories of images (pushed a minute apart, tagged build-N, the newest also
+`latest`) and answering every call after `latency` seconds; between runs it rolls back to the
+seeded state. Each run is a fresh worker process running one cycle of the controller's
+`Pruner` with the real aioboto3 gateway, logging as the controller does, so its CPU time and
+peak RSS are the cycle's own. The scenarios:
 
-* ours: the controller's `Pruner` with the real aioboto3 gateway, every repository selected,
-  `--max-images` 900, at each `--concurrency`;
-* the Go controller's algorithm (`bench.go_baseline`): repositories one after another,
-  DescribeImages pages of 100, at most 100 deletions per repository per cycle; it is run on
-  the same data until every repository is under its limit, and its work time is reported
-  (without its 30-minute waits between cycles);
-* the latency limit, computed: ⌈repositories / concurrency⌉ rounds of the calls one
-  repository needs (⌈images/1000⌉ DescribeImages + ⌈deletions/100⌉ BatchDeleteImage) × the
-  latency, plus the repository listing.
+* headline: `repositories` × `images` images, max-images `max_images`, at each concurrency:
+  wall time against the latency limit, CPU per image listed, calls against the lower bound;
+* throttled: the same, under one shared limit of `rate` calls a second (all operations), its
+  floor being the lower bound of calls over the rate;
+* memory: peak RSS of a cycle over the first `memory[0]` and over `memory[1]` repositories, at
+  the default concurrency;
+* scaling: wall time over 10, 100, 1,000 repositories of `scaling_images` images, at the
+  default concurrency;
+* the Go controller's algorithm (`bench.go_baseline`, sequential, pages of 100, at most 100
+  deletions per repository per cycle) on the first `go_repositories` repositories, until they
+  are all under the limit; its work time is scaled linearly to `repositories` (it is
+  sequential) and compared with ours.
 
-Figures are min, median and max over `--runs` runs. A ratio compares two figures measured in
-this run, on this machine.
+The latency limit is computed: ⌈repositories / concurrency⌉ rounds of the calls one repository
+needs (⌈images/1000⌉ DescribeImages + ⌈deletions/100⌉ BatchDeleteImage) × the latency, plus the
+repository listing. Figures are min, median and max over `runs` runs.
 """
 
 from __future__ import annotations
@@ -68,28 +73,38 @@ class Config:
     concurrency: tuple[int, ...] = (8, 32)
     runs: int = 3
     rate: float = 50.0
-    # the throttling scenario: one shared limit of this many calls a second, all operations
+    memory: tuple[int, int] = (10, 300)
+    scaling: tuple[int, ...] = (10, 100, 1000)
+    scaling_images: int = 200
+    scaling_max_images: int = 90
     go_repositories: int = 10
-    # the Go baseline is sequential and needs many cycles: it runs on this many repositories
-    # (the first ones of the same data) and its time is scaled linearly to the full count
 
 
 QUICK = Config(
-    rate=200.0,
     repositories=4,
     images=120,
     max_images=50,
     latency=0.005,
     concurrency=(2,),
     runs=1,
+    rate=200.0,
+    memory=(2, 6),
+    scaling=(2, 4),
+    scaling_images=30,
+    scaling_max_images=20,
     go_repositories=2,
 )
 
 
 def decode(text: str) -> Config:
     fields = json.loads(text)
-    fields["concurrency"] = tuple(fields["concurrency"])
+    for key in ("concurrency", "memory", "scaling"):
+        fields[key] = tuple(fields[key])
     return Config(**fields)
+
+
+def names(repositories: int) -> list[str]:
+    return [f"repo-{r:04d}" for r in range(repositories)]
 
 
 def in_use(repositories: int, images: int) -> InUseIndex:
@@ -97,39 +112,50 @@ def in_use(repositories: int, images: int) -> InUseIndex:
     index = InUseIndex()
     registry = EcrRegistry(ACCOUNT, REGION)
     tags = frozenset(
-        TagRef(RepositoryId(registry, f"repo-{r:04d}"), f"build-{max(1, images // 10)}")
-        for r in range(repositories)
+        TagRef(RepositoryId(registry, name), f"build-{max(1, images // 10)}")
+        for name in names(repositories)
     )
     index.replace(SourceKey("bench", "pods"), {"pod": References(tags=tags)})
     return index
 
 
-def latency_limit(config: Config, concurrency: int, repositories: int) -> tuple[float, int]:
-    """The fastest a cycle can be (seconds), and the fewest calls it can make."""
-    deletions = max(0, config.images - config.max_images)
-    per_repository = math.ceil(config.images / DESCRIBE_PAGE) + math.ceil(deletions / ID_BATCH)
-    listing = 1  # DescribeRepositories of the whole registry, 1000 per page
-    rounds = math.ceil(repositories / concurrency)
-    calls = listing + repositories * per_repository
-    return (listing + rounds * per_repository) * config.latency, calls
+@dataclass(frozen=True)
+class Shape:
+    """One cycle's work: `repositories` of a registry of `total`, `images` each."""
+
+    repositories: int
+    total: int
+    images: int
+    max_images: int
+
+    def selection(self) -> tuple[str, ...]:
+        """Every repository ("*", one listing call) or the first ones by name."""
+        return ("*",) if self.repositories == self.total else tuple(names(self.repositories))
+
+    def lower_bound(self, concurrency: int, latency: float) -> tuple[float, int]:
+        """The fastest a cycle can be (seconds), and the fewest calls it can make."""
+        deletions = max(0, self.images - self.max_images)  # the image in use counts, stays
+        per_repository = math.ceil(self.images / DESCRIBE_PAGE) + math.ceil(deletions / ID_BATCH)
+        listing = 1 if self.repositories == self.total else math.ceil(self.repositories / ID_BATCH)
+        rounds = math.ceil(self.repositories / concurrency)
+        calls = listing + self.repositories * per_repository
+        return (listing + rounds * per_repository) * latency, calls
 
 
-# -- the worker: one cycle in a fresh process ---------------------------------------------------
+# -- the worker: one cycle in a fresh process -----------------------------------------------------
 
 
-async def ours(
-    endpoint: str, config: Config, concurrency: int, repositories: int
-) -> dict[str, Any]:
+async def ours(endpoint: str, shape: Shape, concurrency: int) -> dict[str, Any]:
     os.environ.update(CREDENTIALS)
     async with open_ecr(
         region=REGION, registry_id=None, concurrency=concurrency, endpoint_url=endpoint
     ) as ecr:
         pruner = Pruner(
             ecr,
-            in_use(repositories, config.images),
+            in_use(shape.repositories, shape.images),
             PruneOptions(
-                RepositorySelection(("*",)),
-                lambda _name: Rules(max_images=config.max_images),
+                RepositorySelection(shape.selection()),
+                lambda _name: Rules(max_images=shape.max_images),
                 dry_run=False,
                 concurrency=concurrency,
                 deletion_records=DELETION_SAMPLE,  # as the service keeps them
@@ -156,86 +182,89 @@ def run_worker(argv: Sequence[str]) -> int:
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--algorithm", choices=("ours", "go"), default="ours")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--repositories", type=int, required=True)
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--shape", required=True)
     parser.add_argument("--profile", action="store_true")
     options = parser.parse_args(argv)
-    config = decode(options.config)
-    # log as the controller does (INFO, text, to stderr): the log lines are part of the cost
+    shape = Shape(**json.loads(options.shape))
+    # as the controller does: log at INFO to stderr (the lines are part of the cost), and the
+    # garbage collector tuned at start
     configure_logging(logging.INFO, log_format="text")
-    tune_garbage_collector()  # as the controller does at start
+    tune_garbage_collector()
     if options.algorithm == "go":
         from bench.go_baseline import converge
 
-        result = asyncio.run(converge(options.endpoint, config, options.repositories))
+        result = asyncio.run(converge(options.endpoint, shape))
     elif options.profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        result = asyncio.run(
-            ours(options.endpoint, config, options.concurrency, options.repositories)
-        )
+        result = asyncio.run(ours(options.endpoint, shape, options.concurrency))
         profiler.disable()
         text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
-        tottime = io.StringIO()
-        pstats.Stats(profiler, stream=tottime).sort_stats("tottime").print_stats(30)
-        result["profile"] = text.getvalue() + "\n" + tottime.getvalue()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(40)
+        result["profile"] = text.getvalue()
     else:
-        result = asyncio.run(
-            ours(options.endpoint, config, options.concurrency, options.repositories)
-        )
+        result = asyncio.run(ours(options.endpoint, shape, options.concurrency))
     print(json.dumps(result))
     return 0
 
 
-# -- the orchestrator ----------------------------------------------------------------------------
+# -- the orchestrator ---------------------------------------------------------------------------
 
 
 class Endpoint:
-    """The seeded ECR simulator in its own process."""
+    """A seeded ECR simulator in its own process."""
 
-    def __init__(self, config: Config) -> None:
-        args = [
-            sys.executable,
-            "-m",
-            "sandbox.ecrsim",
-            f"--repositories={config.repositories}",
-            f"--images={config.images}",
-            f"--latency={config.latency}",
-        ]
+    def __init__(self, repositories: int, images: int, latency: float) -> None:
+        self.repositories, self.images = repositories, images
         self.process = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [
+                sys.executable,
+                "-m",
+                "sandbox.ecrsim",
+                f"--repositories={repositories}",
+                f"--images={images}",
+                f"--latency={latency}",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.process.stdout is not None
         self.url = self.process.stdout.readline().strip()
         if not self.url.startswith("http://"):
             raise RuntimeError(f"the ECR simulator did not start: {self.url!r}")
 
-    def rollback(self) -> None:
-        request = urllib.request.Request(self.url + "/_sim/rollback", data=b"", method="POST")
-        with urllib.request.urlopen(request, timeout=60) as response:
+    def _post(self, path: str, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method="POST")
+        with urllib.request.urlopen(request, timeout=120) as response:
             response.read()
 
+    def rollback(self) -> None:
+        self._post("/_sim/rollback", {})
+
     def rate(self, per_second: float) -> None:
-        body = json.dumps({"per_second": per_second}).encode()
-        request = urllib.request.Request(self.url + "/_sim/rate", data=body, method="POST")
-        with urllib.request.urlopen(request, timeout=60) as response:
-            response.read()
+        self._post("/_sim/rate", {"per_second": per_second})
 
     def calls(self) -> dict[str, int]:
         with urllib.request.urlopen(self.url + "/_sim/calls", timeout=60) as response:
             calls: dict[str, int] = json.loads(response.read())
         return calls
 
+    def shape(self, repositories: int, max_images: int) -> Shape:
+        return Shape(repositories, self.repositories, self.images, max_images)
+
     def close(self) -> None:
         if self.process.stdin is not None:
             self.process.stdin.close()
-        self.process.wait(timeout=30)
+        self.process.wait(timeout=60)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
-def worker(endpoint: Endpoint, config: Config, *args: str) -> dict[str, Any]:
+def worker(endpoint: Endpoint, shape: Shape, *args: str) -> dict[str, Any]:
+    """One run in a fresh process, from the seeded state."""
     endpoint.rollback()
-    encoded = json.dumps(asdict(config))
     with tempfile.TemporaryFile("w+") as log:  # the worker's log: kept only for a failure
         output = subprocess.run(
             [
@@ -244,7 +273,7 @@ def worker(endpoint: Endpoint, config: Config, *args: str) -> dict[str, Any]:
                 "bench.cycle",
                 "--worker",
                 f"--endpoint={endpoint.url}",
-                f"--config={encoded}",
+                f"--shape={json.dumps(asdict(shape))}",
                 *args,
             ],
             stdout=subprocess.PIPE,
@@ -265,68 +294,113 @@ def spread(values: Sequence[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def run(config: Config) -> dict[str, Any]:
-    endpoint = Endpoint(config)
+def runs(endpoint: Endpoint, shape: Shape, concurrency: int, count: int) -> list[dict[str, Any]]:
+    return [worker(endpoint, shape, f"--concurrency={concurrency}") for _ in range(count)]
+
+
+def headline(endpoint: Endpoint, config: Config) -> dict[str, Any]:
+    shape = endpoint.shape(config.repositories, config.max_images)
+    results = {}
+    for concurrency in config.concurrency:
+        done = runs(endpoint, shape, concurrency, config.runs)
+        limit, lower_bound = shape.lower_bound(concurrency, config.latency)
+        wall = [r["wall_s"] for r in done]
+        results[str(concurrency)] = {
+            "runs": done,
+            "wall_s": spread(wall),
+            "limit_s": limit,
+            "ratio_to_limit": spread([w / limit for w in wall]),
+            "cpu_us_per_image": spread([r["cpu_s"] / r["listed"] * 1e6 for r in done]),
+            "peak_rss_mib": spread([r["peak_rss_mib"] for r in done]),
+            "calls": done[0]["server_calls"],
+            "lower_bound_calls": lower_bound,
+            "calls_at_lower_bound": all(
+                sum(r["server_calls"].values()) == lower_bound for r in done
+            ),
+        }
+    return results
+
+
+def throttled(endpoint: Endpoint, config: Config) -> dict[str, Any]:
+    shape = endpoint.shape(config.repositories, config.max_images)
+    endpoint.rate(config.rate)
     try:
-        results: dict[str, Any] = {"config": asdict(config), "ours": {}}
+        results = {}
         for concurrency in config.concurrency:
-            runs = [
-                worker(
-                    endpoint,
-                    config,
-                    f"--concurrency={concurrency}",
-                    f"--repositories={config.repositories}",
-                )
-                for _ in range(config.runs)
-            ]
-            limit, lower_bound = latency_limit(config, concurrency, config.repositories)
-            wall = [r["wall_s"] for r in runs]
-            results["ours"][str(concurrency)] = {
-                "runs": runs,
-                "wall_s": spread(wall),
-                "limit_s": limit,
-                "ratio_to_limit": spread([w / limit for w in wall]),
-                "cpu_us_per_image": spread([r["cpu_s"] / r["listed"] * 1e6 for r in runs]),
-                "peak_rss_mib": spread([r["peak_rss_mib"] for r in runs]),
-                "calls": runs[0]["server_calls"],
-                "lower_bound_calls": lower_bound,
-                "calls_at_lower_bound": all(
-                    sum(r["server_calls"].values()) == lower_bound for r in runs
-                ),
-            }
-        # under throttling: one shared rate limit; the floor is the calls it takes over the rate
-        endpoint.rate(config.rate)
-        results["throttled"] = {}
-        for concurrency in config.concurrency:
-            runs = [
-                worker(
-                    endpoint,
-                    config,
-                    f"--concurrency={concurrency}",
-                    f"--repositories={config.repositories}",
-                )
-                for _ in range(config.runs)
-            ]
-            _, lower_bound = latency_limit(config, concurrency, config.repositories)
+            done = runs(endpoint, shape, concurrency, config.runs)
+            _, lower_bound = shape.lower_bound(concurrency, config.latency)
             floor = lower_bound / config.rate
-            results["throttled"][str(concurrency)] = {
-                "runs": runs,
-                "wall_s": spread([r["wall_s"] for r in runs]),
+            results[str(concurrency)] = {
+                "runs": done,
+                "wall_s": spread([r["wall_s"] for r in done]),
                 "floor_s": floor,
-                "ratio_to_floor": spread([r["wall_s"] / floor for r in runs]),
-                "throttled_attempts": spread([r["throttles"] for r in runs]),
+                "ratio_to_floor": spread([r["wall_s"] / floor for r in done]),
+                "throttled_attempts": spread([r["throttles"] for r in done]),
             }
-        endpoint.rate(0)
-        go = worker(endpoint, config, "--algorithm=go", f"--repositories={config.go_repositories}")
-        scale = config.repositories / config.go_repositories
-        go["work_s_scaled"] = go["work_s"] * scale
-        go["calls_scaled"] = go["calls"] * scale
-        results["go"] = go
-        default = results["ours"][str(config.concurrency[0])]
-        results["go_ratio"] = go["work_s_scaled"] / default["wall_s"]["median"]
         return results
     finally:
+        endpoint.rate(0)
+
+
+def memory(endpoint: Endpoint, config: Config) -> dict[str, Any]:
+    concurrency = config.concurrency[0]
+    peaks = {}
+    for repositories in config.memory:
+        done = runs(
+            endpoint, endpoint.shape(repositories, config.max_images), concurrency, config.runs
+        )
+        peaks[str(repositories)] = spread([r["peak_rss_mib"] for r in done])
+    small, large = (peaks[str(n)]["median"] for n in config.memory)
+    return {"concurrency": concurrency, "peak_rss_mib": peaks, "ratio": large / small}
+
+
+def scaling(config: Config) -> dict[str, Any]:
+    concurrency = config.concurrency[0]
+    endpoint = Endpoint(max(config.scaling), config.scaling_images, config.latency)
+    try:
+        walls = {}
+        for repositories in config.scaling:
+            shape = endpoint.shape(repositories, config.scaling_max_images)
+            done = runs(endpoint, shape, concurrency, config.runs)
+            walls[str(repositories)] = spread([r["wall_s"] for r in done])
+    finally:
         endpoint.close()
+    first = config.scaling[0]
+    per_repository = {
+        n: walls[n]["median"] / int(n) / (walls[str(first)]["median"] / first) for n in walls
+    }
+    return {
+        "concurrency": concurrency,
+        "images": config.scaling_images,
+        "wall_s": walls,
+        "per_repository_vs_smallest": per_repository,
+    }
+
+
+def go(endpoint: Endpoint, config: Config, ours_wall: float) -> dict[str, Any]:
+    result = worker(
+        endpoint, endpoint.shape(config.go_repositories, config.max_images), "--algorithm=go"
+    )
+    scale = config.repositories / config.go_repositories
+    result["work_s_scaled"] = result["work_s"] * scale
+    result["calls_scaled"] = result["calls"] * scale
+    result["ratio_to_ours"] = result["work_s_scaled"] / ours_wall
+    return result
+
+
+def run(config: Config) -> dict[str, Any]:
+    results: dict[str, Any] = {"config": asdict(config)}
+    endpoint = Endpoint(max(config.repositories, *config.memory), config.images, config.latency)
+    try:
+        results["headline"] = headline(endpoint, config)
+        results["throttled"] = throttled(endpoint, config)
+        results["memory"] = memory(endpoint, config)
+        ours_wall = results["headline"][str(config.concurrency[0])]["wall_s"]["median"]
+        results["go"] = go(endpoint, config, ours_wall)
+    finally:
+        endpoint.close()
+    results["scaling"] = scaling(config)
+    return results
 
 
 def report(results: dict[str, Any]) -> str:
@@ -335,14 +409,14 @@ def report(results: dict[str, Any]) -> str:
         f"prune cycle: {config['repositories']} repositories × {config['images']} images, "
         f"max-images {config['max_images']}, {config['latency'] * 1000:.0f} ms per call",
     ]
-    for concurrency, figures in results["ours"].items():
+    for concurrency, figures in results["headline"].items():
         wall = figures["wall_s"]
         lines.append(
-            f"  ours, concurrency {concurrency}: {wall['median']:.2f} s "
-            f"(min {wall['min']:.2f}, max {wall['max']:.2f}); limit {figures['limit_s']:.2f} s; "
+            f"  concurrency {concurrency}: {wall['median']:.2f} s (min {wall['min']:.2f}, max "
+            f"{wall['max']:.2f}); limit {figures['limit_s']:.2f} s; "
             f"×{figures['ratio_to_limit']['median']:.2f} the limit; "
-            f"{figures['cpu_us_per_image']['median']:.1f} µs CPU per image; "
-            f"peak RSS {figures['peak_rss_mib']['median']:.0f} MiB; calls at the lower bound: "
+            f"{figures['cpu_us_per_image']['median']:.1f} µs CPU per image; peak RSS "
+            f"{figures['peak_rss_mib']['median']:.0f} MiB; calls at the lower bound: "
             f"{figures['calls_at_lower_bound']}"
         )
     for concurrency, figures in results["throttled"].items():
@@ -353,11 +427,25 @@ def report(results: dict[str, Any]) -> str:
             f"{figures['floor_s']:.2f} s; ×{figures['ratio_to_floor']['median']:.2f} the floor; "
             f"{figures['throttled_attempts']['median']:.0f} throttled attempts"
         )
-    go = results["go"]
+    mem = results["memory"]
+    small, large = (str(n) for n in config["memory"])
     lines.append(
-        f"  Go algorithm: {go['cycles']} cycles to converge on {go['repositories']} repositories, "
-        f"{go['work_s']:.1f} s of work, {go['calls']} calls; scaled to {config['repositories']}: "
-        f"{go['work_s_scaled']:.0f} s, ×{results['go_ratio']:.1f} ours"
+        f"  memory at concurrency {mem['concurrency']}: peak RSS "
+        f"{mem['peak_rss_mib'][small]['median']:.0f} MiB over {small} repositories, "
+        f"{mem['peak_rss_mib'][large]['median']:.0f} MiB over {large}: ×{mem['ratio']:.2f}"
+    )
+    scale = results["scaling"]
+    lines.append(
+        f"  scaling ({scale['images']} images each, concurrency {scale['concurrency']}): "
+        + ", ".join(f"{n} repositories {w['median']:.2f} s" for n, w in scale["wall_s"].items())
+        + "; per repository vs the smallest: "
+        + ", ".join(f"×{v:.2f}" for v in scale["per_repository_vs_smallest"].values())
+    )
+    g = results["go"]
+    lines.append(
+        f"  Go algorithm: {g['cycles']} cycles to converge on {g['repositories']} repositories, "
+        f"{g['work_s']:.1f} s of work, {g['calls']} calls; scaled to {config['repositories']}: "
+        f"{g['work_s_scaled']:.0f} s, ×{g['ratio_to_ours']:.1f} ours"
     )
     return "\n".join(lines)
 
@@ -371,30 +459,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile one cycle of ours")
-    parser.add_argument("--repositories", type=int)
-    parser.add_argument("--images", type=int)
     parser.add_argument("--runs", type=int)
-    parser.add_argument("--concurrency", type=int, nargs="+")
     options = parser.parse_args(argv)
     config = QUICK if options.quick else Config()
-    chosen = {
-        "repositories": options.repositories,
-        "images": options.images,
-        "runs": options.runs,
-        "concurrency": options.concurrency,
-    }
-    overrides = {k: v for k, v in chosen.items() if v}
-    config = decode(json.dumps({**asdict(config), **overrides}))
+    if options.runs:
+        config = decode(json.dumps({**asdict(config), "runs": options.runs}))
     if options.profile:
-        endpoint = Endpoint(config)
+        endpoint = Endpoint(config.repositories, config.images, config.latency)
         try:
-            result = worker(
-                endpoint,
-                config,
-                "--profile",
-                f"--concurrency={config.concurrency[0]}",
-                f"--repositories={config.repositories}",
-            )
+            shape = endpoint.shape(config.repositories, config.max_images)
+            result = worker(endpoint, shape, "--profile", f"--concurrency={config.concurrency[0]}")
         finally:
             endpoint.close()
         print(result.pop("profile"))

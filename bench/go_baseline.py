@@ -18,14 +18,14 @@ import aioboto3
 from aiobotocore.config import AioConfig
 
 if TYPE_CHECKING:
-    from bench.cycle import Config
+    from bench.cycle import Shape
 
 GO_PAGE = 100
 GO_MAX_DELETIONS = 100
 
 
 async def _cycle(
-    client: Any, names: list[str], config: Config, in_use_tag: str
+    client: Any, names: list[str], max_images: int, in_use_tag: str
 ) -> tuple[int, bool]:
     """One Go cycle; (calls made, whether any repository is still over its limit)."""
     calls, over = 0, False
@@ -46,7 +46,7 @@ async def _cycle(
             for i in images
             if "latest" not in i.get("imageTags", []) and in_use_tag not in i.get("imageTags", [])
         ]
-        excess = len(candidates) - config.max_images
+        excess = len(candidates) - max_images
         if excess <= 0:
             continue
         candidates.sort(key=lambda i: i["imagePushedAt"])
@@ -59,11 +59,11 @@ async def _cycle(
     return calls, over
 
 
-async def converge(endpoint: str, config: Config, repositories: int) -> dict[str, Any]:
+async def converge(endpoint: str, shape: Shape) -> dict[str, Any]:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    names = [f"repo-{r:04d}" for r in range(repositories)]
-    in_use_tag = f"build-{max(1, config.images // 10)}"
+    names = [f"repo-{r:04d}" for r in range(shape.repositories)]
+    in_use_tag = f"build-{max(1, shape.images // 10)}"
     retries = AioConfig(retries={"mode": "adaptive", "max_attempts": 8})
     session = aioboto3.Session()
     async with session.client(
@@ -73,9 +73,9 @@ async def converge(endpoint: str, config: Config, repositories: int) -> dict[str
         started = time.perf_counter()
         while True:
             cycles += 1
-            made, over = await _cycle(client, names, config, in_use_tag)
+            made, over = await _cycle(client, names, shape.max_images, in_use_tag)
             calls += made
             if not over:
                 break
         work = time.perf_counter() - started
-    return {"repositories": repositories, "cycles": cycles, "calls": calls, "work_s": work}
+    return {"repositories": shape.repositories, "cycles": cycles, "calls": calls, "work_s": work}

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Literal, NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-import yaml
-
 from controller import __version__
 from controller.policy import DEFAULT_MAX_IMAGES, Rules
 from controller.settings import (
@@ -44,7 +42,6 @@ from controller.settings import (
     format_duration,
     parse_address,
     parse_bool,
-    parse_config,
     parse_duration,
     parse_fraction,
     parse_list,
@@ -696,73 +693,6 @@ def _readable_paths(text: str, *, field: str) -> str:
     return os.pathsep.join(paths)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that rejects a key repeated in one mapping instead of keeping the last.
-
-    Merge keys (`<<: *defaults`) work as in yaml.safe_load: the mapping's own keys override
-    merged ones, and only its own keys must be unique."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[object, object]:
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node)
-        try:
-            repeated = key in seen
-        except TypeError:  # a mapping or a list used as a key
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a {type(key).__name__} cannot be a key", key_node.start_mark
-            ) from None
-        if repeated:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)
-
-MAX_CONFIG_BYTES = 4 * 1024 * 1024
-"""A --config file larger than this is refused (it is read whole; /dev/zero never ends)."""
-
-
-def _load_config(path: str, *, field: str, defaults: Rules) -> tuple[RepositoryOverride, ...]:
-    if not path:
-        raise ConfigError(field, "expected the path of a YAML file, got ''")
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as error:
-        raise ConfigError(field, f"cannot read {path!r}: {error.strerror or error}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(field, f"{path!r} is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(field, f"cannot read {path!r}: not UTF-8 text ({error.reason})") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--config {path}", _yaml_reason(error)) from None
-    return parse_config(data, defaults=defaults, source=path)
-
-
-def _yaml_reason(error: yaml.YAMLError) -> str:
-    if isinstance(error, yaml.MarkedYAMLError):
-        problem = error.problem or error.context or "malformed"
-        mark = error.problem_mark or error.context_mark
-        if mark is not None:
-            return f"invalid YAML: {problem} at line {mark.line + 1}, column {mark.column + 1}"
-        return f"invalid YAML: {problem}"
-    return f"invalid YAML: {error}"
-
-
 # ---------------------------------------------------------------------------------------------
 # Settings.
 
@@ -812,9 +742,12 @@ def _settings(
         max_deletions_per_cycle=sources.get("max-deletions-per-cycle", parse_positive_int, None),
     )
     config = sources.raw("config")
-    overrides = (
-        () if config is None else _load_config(config[0].strip(), field=config[1], defaults=rules)
-    )
+    if config is None:
+        overrides: tuple[RepositoryOverride, ...] = ()
+    else:
+        from controller.configfile import load_config  # YAML only when there is a file
+
+        overrides = load_config(config[0].strip(), field=config[1], defaults=rules)
     if config is not None:
         check_overrides_selected(overrides, repositories, source=config[0].strip())
 

@@ -41,6 +41,7 @@ import logging
 import secrets
 import socket
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -343,6 +344,8 @@ class RequestRecord(NamedTuple):
     method: str
     path: str
     query: dict[str, str]
+    received_at: float = 0.0
+    # time.monotonic() on arrival (the same clock in every process of the machine)
 
     @property
     def is_watch(self) -> bool:
@@ -836,7 +839,7 @@ class KubeSimulator:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         query = dict(request.query)
-        self.requests.append(RequestRecord(request.method, request.path, query))
+        self.requests.append(RequestRecord(request.method, request.path, query, time.monotonic()))
         log.debug("kube simulator %s %s %s", request.method, request.path, query)
         if self._latency > 0 and self._stopping is not None:
             with contextlib.suppress(TimeoutError):

@@ -1,14 +1,16 @@
-"""The event-path benchmark runs end to end at smoke size and reports every figure.
+"""The benchmarks run end to end at smoke size and report every figure.
 
-No timing is asserted here: speed and memory are measured by `python -m bench.event_path`.
+No timing is asserted here: speed and memory are measured by `python -m bench`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
+import bench.__main__ as suite
 from bench import event_path
 
 FIGURES = (
@@ -46,3 +48,34 @@ def test_quick_run_reports_every_figure(capsys: pytest.CaptureFixture[str]) -> N
     text = event_path.report(result)
     assert "events/s" in text
     assert "bytes per tracked pod" in text
+
+
+def test_the_whole_suite_runs_at_smoke_size_and_fills_every_row() -> None:
+    results = suite.run(quick=True, runs=None)
+    rows = suite.rows(results)
+    figures = [row.figure for row in rows]
+    for needle in (
+        "cycle time / latency limit",
+        "CPU per image listed",
+        "ECR calls per cycle",
+        "throttled",
+        "peak RSS, 6 / 2 repositories",
+        "time per repository, largest / smallest",
+        "Go algorithm's work time / ours",
+        "initial sync of 300 pods",
+        "watch events into the index",
+        "exec to the first LIST",
+        "idle RSS growth",
+    ):
+        assert any(needle in f for f in figures), needle
+    for row in rows:
+        assert all(math.isfinite(v) for v in row.values), row
+        assert row.values[0] <= row.values[1] <= row.values[2], row
+    # the cycles ran for real: every repository pruned to its limit, at the lower bound of calls
+    headline = results["cycle"]["headline"]["2"]
+    assert headline["calls_at_lower_bound"]
+    assert all(run["ok"] for run in headline["runs"])
+    assert all(run["deleted"] == 4 * (120 - 50) for run in headline["runs"])
+    assert results["cycle"]["go"]["cycles"] >= 1
+    table = suite.table(results)
+    assert table.count("\n| ") == len(rows) + 1  # the header and one line per row

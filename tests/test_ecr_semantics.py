@@ -226,3 +226,83 @@ async def test_a_cycle_makes_exactly_the_minimum_number_of_calls(
     }
     assert dict(sim.calls) == expected
     assert dict(ecr.stats.calls) == expected
+
+
+# -- the cheap paths: raw answers, and calls in flight adapted to throttling
+
+
+def test_a_large_answer_is_parsed_raw_and_botocore_gets_an_empty_body() -> None:
+    from controller.ecr import RAW, _answer_raw
+
+    body = b'{"imageDetails": [{"imageDigest": "sha256:' + b"a" * 64 + b'", "imagePushedAt": 1.5}]}'
+    response = {"status_code": 200, "body": body, "headers": {}}
+    customized: dict[str, object] = {}
+    _answer_raw(response_dict=response, customized_response_dict=customized)
+    assert response["body"] == b"{}"
+    assert customized[RAW] == {
+        "imageDetails": [{"imageDigest": "sha256:" + "a" * 64, "imagePushedAt": 1.5}]
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(400, b'{"__type": "ThrottlingException"}'), (200, b"not json"), (200, b"[1, 2]")],
+    ids=["an error answer", "not JSON", "not an object"],
+)
+def test_error_and_broken_answers_are_left_to_botocore(status: int, body: bytes) -> None:
+    from controller.ecr import _answer_raw
+
+    response = {"status_code": status, "body": body, "headers": {}}
+    customized: dict[str, object] = {}
+    _answer_raw(response_dict=response, customized_response_dict=customized)
+    assert response["body"] == body
+    assert customized == {}
+
+
+async def test_a_raw_image_keeps_its_wire_timestamps_to_the_millisecond(
+    sim: EcrSimulator, ecr: AioEcr
+) -> None:
+    sim.create_repository("app")
+    pushed = NOW - timedelta(days=3, microseconds=456_000)
+    digest = sim.add_image("app", tags=("v1",), pushed_at=pushed, config_seed="ts")
+    sim.set_last_pulled("app", digest, NOW - timedelta(hours=1, microseconds=7_000))
+    (image,) = await ecr.images(await repo(ecr, "app"))
+    assert image.pushed_at == pushed
+    assert image.pushed_at.tzinfo is not None
+    assert image.last_pulled_at == NOW - timedelta(hours=1, microseconds=7_000)
+
+
+def test_the_limit_halves_on_a_throttle_once_per_burst_and_grows_back_by_one() -> None:
+    from controller.ecr import AdaptiveLimit
+
+    now = [100.0]
+    limit = AdaptiveLimit(32, clock=lambda: now[0])
+    assert limit.limit == 32
+    limit.throttled()
+    limit.throttled()  # the same burst: the calls already in flight
+    assert limit.limit == 16
+    now[0] += 1.0
+    limit.throttled()
+    assert limit.limit == 8
+    for _ in range(8):  # one window of successes: one more call in flight
+        limit.succeeded(0.05)
+    assert limit.limit == 9
+    for _ in range(1000):
+        limit.succeeded(0.05)
+    assert limit.limit == 32  # never past --concurrency
+    for _ in range(10):
+        now[0] += 1.0
+        limit.throttled()
+    assert limit.limit == 1  # never below one
+
+
+async def test_throttles_shrink_the_calls_in_flight(sim: EcrSimulator) -> None:
+    seed(sim, "app", 5)
+    async with open_ecr(
+        region="us-east-1", registry_id=None, concurrency=16, endpoint_url=sim.endpoint_url
+    ) as gateway:
+        target = await repo(gateway, "app")
+        assert gateway.limit.limit == 16
+        sim.throttle("DescribeImages", times=1)
+        assert len(await gateway.images(target)) == 5
+        assert gateway.limit.limit == 8

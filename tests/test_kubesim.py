@@ -740,9 +740,10 @@ async def test_fail_next_latency_and_request_log(tmp_path: Path) -> None:
     assert sim.count("GET", "/api/v1/pods") == 6
     assert sim.count("GET", "/api/v1/pods", watch=True) == 1
     assert sim.count("GET", "/apis/apps/v1/deployments", watch=False) == 1
-    method, path, query = sim.requests[-1]
-    assert (method, path) == ("GET", "/api/v1/pods")
-    assert query["watch"] == "True"
+    last = sim.requests[-1]
+    assert (last.method, last.path) == ("GET", "/api/v1/pods")
+    assert last.query["watch"] == "True"
+    assert last.received_at > 0
 
 
 # --------------------------------------------------------------------------------------------
