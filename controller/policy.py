@@ -211,7 +211,8 @@ def plan(
     # newest first, digest as the tie-breaker: the order of the decisions, and reversed, the
     # order in which single images (the common case: no index) are considered for deletion
     newest_first = sorted(by_digest, key=lambda d: (by_digest[d].pushed_at, d), reverse=True)
-    if any(image.children for image in by_digest.values()):
+    indexes = any(image.children for image in by_digest.values())
+    if indexes:
         groups = _groups(by_digest)
 
         def age_key(group: tuple[Digest, ...]) -> tuple[datetime, Digest]:
@@ -261,9 +262,18 @@ def plan(
             reason = Reason.CHILD_OF_DELETED if digest in children else Reason.OVER_COUNT
             decided[digest] = (Action.DELETE, reason, "")
 
-    decisions = tuple(Decision(by_digest[d], *decided[d]) for d in newest_first)
-    doomed = {d for d, (action, _, _) in decided.items() if action is Action.DELETE}
-    return Plan(decisions, _waves(doomed, by_digest))
+    decisions = []
+    doomed: list[Digest] = []
+    delete = Action.DELETE
+    for digest in newest_first:
+        action, reason, detail = decided[digest]
+        decisions.append(Decision(by_digest[digest], action, reason, detail))
+        if action is delete:
+            doomed.append(digest)
+    if not indexes:  # one wave, oldest first: the reverse of the decisions' order
+        doomed.reverse()
+        return Plan(tuple(decisions), (tuple(doomed),) if doomed else ())
+    return Plan(tuple(decisions), _waves(set(doomed), by_digest))
 
 
 def _groups(by_digest: Mapping[Digest, Image]) -> list[tuple[Digest, ...]]:

@@ -404,11 +404,13 @@ class Pruner:
                 report.stopped_by = stop
                 return False
             # the live view may have changed since the plan: check again, group-wide
+            now_protected = self._protected_now(repository, by_digest)
             for digest in batch:
-                if digest not in vetoed and any(
-                    self._now_protected(repository, by_digest, m) for m in groups[digest]
-                ):
-                    vetoed.update(groups[digest])
+                if digest in vetoed:
+                    continue
+                members = groups.get(digest) or (digest,)
+                if any(now_protected(m) for m in members):
+                    vetoed.update(members)
             todo = [d for d in batch if d not in vetoed]
             if not todo:
                 return True
@@ -446,14 +448,21 @@ class Pruner:
             self._record_outcome(repository, outcome, by_digest, report)
             return True
 
-    def _now_protected(
-        self, repository: Repository, by_digest: Mapping[Digest, Decision], digest: Digest
-    ) -> bool:
-        if self._in_use.digest_in_use(digest):
-            return True
-        decision = by_digest.get(digest)
-        tags = decision.image.tags if decision else ()
-        return any(self._in_use.tag_in_use(repository.id, t) for t in tags)
+    def _protected_now(
+        self, repository: Repository, by_digest: Mapping[Digest, Decision]
+    ) -> Callable[[Digest], bool]:
+        """Whether an image of the batch is in use in the live view, by digest or by a tag it
+        carries (the view's tags of this repository looked up once per attempt)."""
+        digest_in_use = self._in_use.digest_in_use
+        tags_in_use = self._in_use.tags_in(repository.id)
+
+        def protected(digest: Digest) -> bool:
+            if digest_in_use(digest):
+                return True
+            decision = by_digest.get(digest)
+            return decision is not None and any(t in tags_in_use for t in decision.image.tags)
+
+        return protected
 
     def _record_outcome(
         self,
@@ -532,16 +541,17 @@ def _log_batch(
 
 
 def _groups_of(the_plan: Plan) -> dict[Digest, frozenset[Digest]]:
-    """For each image to delete: the doomed images linked to it by index edges (itself included)."""
+    """For each image to delete that an index edge links to another doomed image: all the doomed
+    images so linked (itself included). An image absent from the map stands alone."""
     doomed = {d.image.digest: d.image for d in the_plan.deletions}
-    links: dict[Digest, set[Digest]] = {d: {d} for d in doomed}
+    links: dict[Digest, set[Digest]] = {}
     for digest, image in doomed.items():
         for child in image.children:
             if child in doomed:
-                links[digest].add(child)
-                links[child].add(digest)
+                links.setdefault(digest, {digest}).add(child)
+                links.setdefault(child, {child}).add(digest)
     groups: dict[Digest, frozenset[Digest]] = {}
-    for start in doomed:
+    for start in links:
         if start in groups:
             continue
         seen, stack = {start}, [start]
