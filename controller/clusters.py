@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from kubernetes_asyncio import client, config
 
+from controller.kube import client, config
 from controller.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ async def connect(
         if use_in_cluster(kubeconfig, in_cluster):
             cfg = client.Configuration()
             try:
-                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+                config.load_incluster_config(client_configuration=cfg)
             except config.ConfigException as exc:
                 raise ClusterConfigError("--in-cluster", f"no in-cluster config: {exc}") from exc
             api = await stack.enter_async_context(client.ApiClient(cfg))

@@ -40,7 +40,8 @@ from typing import Any, Final, NamedTuple, Protocol
 import aiohttp
 import anyio
 import orjson
-from kubernetes_asyncio import client
+
+from controller.kube import client
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class _LeaseApi:
         }
         response = await self._api.create_namespaced_lease(
             self.namespace,
-            body,  # type: ignore[arg-type]  # stubs want a V1Lease; a dict is sent as is
+            body,  # stubs want a V1Lease; a dict is sent as is
             _preload_content=False,
         )
         return await self._answer(response)
@@ -172,7 +173,7 @@ class _LeaseApi:
         response = await self._api.replace_namespaced_lease(
             self.name,
             self.namespace,
-            lease,  # type: ignore[arg-type]  # stubs want a V1Lease; a dict is sent as is
+            lease,  # stubs want a V1Lease; a dict is sent as is
             _preload_content=False,
         )
         return await self._answer(response)

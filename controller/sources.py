@@ -15,10 +15,10 @@ from functools import partial
 from typing import Any
 
 import orjson
-from kubernetes_asyncio import client
 
 from controller.clusters import Cluster
 from controller.inventory import Extraction, References, extract_pod, extract_pod_template
+from controller.kube import client
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from typing import Any
 import aiohttp
 import anyio
 import orjson
-from kubernetes_asyncio import client
 
 from controller.clusters import Cluster
 from controller.inventory import InUseIndex, SourceKey
+from controller.kube import client
 from controller.sources import Kind, SourceError, list_kind, request, status_text, uid_of
 from controller.trust import SourceTracker
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import builtins
 import concurrent.futures
 import contextlib
@@ -435,6 +436,10 @@ class KubeSimulator:
         # resourceVersion of an empty store must not be "0".
         self._rv = 1
         self._compacted_rv = 0  # a watch/continue from rv R is servable iff R >= this
+        self._snapshots: dict[tuple[str, int, str | None], JsonList] = {}
+        self._serialized: dict[tuple[str, str, str], bytes] = {}
+        # (namespace, name, resourceVersion) -> the object as a list item, serialized once
+        # (resource, rv, namespace) -> the sorted objects then: the state at an rv is fixed
         self._log: deque[_Event] = deque()
         self._watches: set[_Watch] = set()
         self._denials: set[tuple[str, str | None, str]] = set()
@@ -807,8 +812,19 @@ class KubeSimulator:
         """The objects of a resource as of ``rv`` (shared, not copied), sorted by key.
 
         Rebuilt by undoing logged events newer than ``rv`` - possible exactly when ``rv`` has
-        not been compacted, as with etcd.
+        not been compacted, as with etcd. The state at an rv never changes, so the last few
+        snapshots are kept: a paged LIST of 50,000 objects asks for the same one 100 times.
         """
+        cached = self._snapshots.get((rt.plural, rv, namespace))
+        if cached is not None:
+            return cached
+        found = self._build_snapshot(rt, rv, namespace)
+        if len(self._snapshots) >= 8:
+            self._snapshots.pop(next(iter(self._snapshots)))
+        self._snapshots[(rt.plural, rv, namespace)] = found
+        return found
+
+    def _build_snapshot(self, rt: ResourceType, rv: int, namespace: str | None) -> JsonList:
         state = dict(self._objects[rt.plural])
         for event in reversed(self._log):
             if event.rv <= rv:
@@ -944,7 +960,9 @@ class KubeSimulator:
                     self._authorize(rt, "watch", namespace)
                     return await self._serve_watch(request, rt, namespace, query)
                 self._authorize(rt, "list", namespace)
-                return _json_response(self._list_body(rt, namespace, query))
+                return web.Response(
+                    body=self._list_body(rt, namespace, query), content_type="application/json"
+                )
             if method == "POST" and namespace is not None:
                 self._authorize(rt, "create", namespace)
                 body = await _read_json(request)
@@ -999,7 +1017,7 @@ class KubeSimulator:
 
     def _list_body(
         self, rt: ResourceType, namespace: str | None, query: Mapping[str, str]
-    ) -> JsonObj:
+    ) -> bytes:
         _reject_selectors(query)
         limit = _parse_int(query.get("limit"), "limit") or 0
         token = query.get("continue", "")
@@ -1041,7 +1059,7 @@ class KubeSimulator:
 
         items = self._snapshot(rt, snap_rv, namespace)
         if start is not None:
-            items = [o for o in items if _key(o) > start]
+            items = items[bisect.bisect_right(items, start, key=_key) :]
         metadata: JsonObj = {"resourceVersion": str(snap_rv)}
         if limit > 0:
             size = self._page_size(limit, page)
@@ -1064,15 +1082,32 @@ class KubeSimulator:
                 if remaining > 0:
                     metadata["remainingItemCount"] = remaining
             items = page_items
-        # Like kube-apiserver, items of a typed list carry no kind/apiVersion of their own.
-        return {
-            "kind": rt.list_kind,
-            "apiVersion": rt.api_version,
-            "metadata": metadata,
-            "items": [
-                {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")} for obj in items
-            ],
-        }
+        # Like kube-apiserver, items of a typed list carry no kind/apiVersion of their own; and
+        # like its watch cache, each object is serialized once and the bytes reused by every list
+        return b"".join(
+            (
+                b'{"kind":',
+                _dumps(rt.list_kind),
+                b',"apiVersion":',
+                _dumps(rt.api_version),
+                b',"metadata":',
+                _dumps(metadata),
+                b',"items":[',
+                b",".join(self._item_bytes(obj) for obj in items),
+                b"]}\n",
+            )
+        )
+
+    def _item_bytes(self, obj: JsonObj) -> bytes:
+        meta = obj["metadata"]
+        key = (str(meta.get("namespace", "")), str(meta["name"]), str(meta["resourceVersion"]))
+        cached = self._serialized.get(key)
+        if cached is None:
+            cached = _dumps({k: v for k, v in obj.items() if k not in ("kind", "apiVersion")})
+            if len(self._serialized) >= 500_000:
+                self._serialized.clear()
+            self._serialized[key] = cached
+        return cached
 
     def _page_size(self, limit: int, page: int) -> int:
         if not self.short_pages:
