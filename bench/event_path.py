@@ -712,6 +712,7 @@ def report(r: dict[str, Any]) -> str:
 
 def profile(config: Config) -> str:
     """cProfile of our path over the churn stream, top functions by own time."""
+    tune_garbage_collector()
     cluster = Cluster(config.workloads, random.Random(config.seed))
     prime = cluster.populate(config.pods)
     stream, _ = cluster.churn(config.events)
