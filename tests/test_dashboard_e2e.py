@@ -154,7 +154,16 @@ def test_every_panel_and_alert_is_right_for_a_leader_and_a_standby(
         assert repository_series(standby_port) == set()
         assert named - per_repository <= standby_names, named - per_repository - standby_names
 
-        # the README's picture, drawn from this run: every panel it shows has data
+        # the README's picture, drawn from this run: every panel it shows has data. Its bars
+        # are 5 s apart and its slowest rate window is 20 s: a run shorter than those (three
+        # fast cycles take about 6 s) leaves a graph with no point where the counters exist,
+        # so the picture waits until every deletion counter has 20 scrapes (1 s apart)
+        run.wait(
+            f'min(count_over_time(ecr_cleanup_images_deleted_total{{job="{JOB}"}}[1h]))',
+            20,
+            90,
+            "20 scrapes of every deletion counter",
+        )
         out = tmp_path / "dashboard.png"
         window = picture.Window(start=started, end=time.time(), step=1, rate_seconds=5, job=JOB)
         drawn = picture.render(run.prom, out, window)
