@@ -123,6 +123,9 @@ class Plan:
     # newest first, digest as tie-breaker
     delete_waves: tuple[tuple[Digest, ...], ...]
     # the deletions in the order ECR accepts them: indexes in an earlier wave than their children
+    groups: Mapping[Digest, frozenset[Digest]] = field(default_factory=dict)
+    # each deletion linked by index edges to others, mapped to its whole group (itself included):
+    # the group goes as a whole or stays as a whole. A deletion absent from it stands alone.
 
     @property
     def deletions(self) -> tuple[Decision, ...]:
@@ -138,10 +141,6 @@ class Plan:
             counts[decision.reason] = counts.get(decision.reason, 0) + 1
         return counts
 
-    @property
-    def bytes_to_reclaim(self) -> int:
-        return sum(d.image.size_bytes for d in self.deletions)
-
 
 def protection(
     image: Image, *, repository: RepositoryId, in_use: InUse, rules: Rules, now: datetime
@@ -150,16 +149,28 @@ def protection(
     return _protection(image, in_use, in_use.tags_in(repository), rules, now)
 
 
-def _protection(
-    image: Image, in_use: InUse, tags_in_use: Container[str], rules: Rules, now: datetime
+def in_use_reason(
+    image: Image, view: InUse, tags_in_use: Container[str]
 ) -> tuple[Reason, str] | None:
-    if in_use.digest_in_use(image.digest):
+    """The protection's first rules, the ones the live view can change between the plan and a
+    delete call: the image is run by digest, or named by a tag that points to it now.
+    `tags_in_use` is `view.tags_in(repository)`, looked up once per repository by the caller."""
+    if view.digest_in_use(image.digest):
         return Reason.IN_USE, image.digest
+    for tag in image.tags:
+        if tag in tags_in_use:
+            return Reason.IN_USE_TAG, tag
+    return None
+
+
+def _protection(
+    image: Image, view: InUse, tags_in_use: Container[str], rules: Rules, now: datetime
+) -> tuple[Reason, str] | None:
+    found = in_use_reason(image, view, tags_in_use)
+    if found is not None:
+        return found
     tags = image.tags
     if tags:
-        for tag in tags:
-            if tag in tags_in_use:
-                return Reason.IN_USE_TAG, tag
         for tag in tags:
             if tag in rules.keep_tags:
                 return Reason.KEEP_TAG, tag
@@ -226,6 +237,7 @@ def plan(
     cap = rules.max_deletions_per_cycle
     decided: dict[Digest, tuple[Action, Reason, str]] = {}
     keep_within = (Action.KEEP, Reason.WITHIN_COUNT, "")
+    linked_groups: dict[Digest, frozenset[Digest]] = {}
     deleted = 0  # images deleted so far
     planned = 0  # images that must go to fit: deleted, or held back by the cap
     capped = False
@@ -257,6 +269,10 @@ def plan(
                 decided[digest] = (Action.KEEP, Reason.DELETION_CAP, f"cap {cap}")
             continue
         deleted += len(group)
+        if len(group) > 1:
+            whole = frozenset(group)
+            for digest in group:
+                linked_groups[digest] = whole
         children = {c for d in group for c in by_digest[d].children}
         for digest in group:
             reason = Reason.CHILD_OF_DELETED if digest in children else Reason.OVER_COUNT
@@ -273,7 +289,7 @@ def plan(
     if not indexes:  # one wave, oldest first: the reverse of the decisions' order
         doomed.reverse()
         return Plan(tuple(decisions), (tuple(doomed),) if doomed else ())
-    return Plan(tuple(decisions), _waves(set(doomed), by_digest))
+    return Plan(tuple(decisions), _waves(set(doomed), by_digest), linked_groups)
 
 
 def _groups(by_digest: Mapping[Digest, Image]) -> list[tuple[Digest, ...]]:

@@ -33,7 +33,7 @@ from controller.ecr import (
 )
 from controller.images import Digest
 from controller.inventory import InUse
-from controller.policy import PROTECTING, Decision, Plan, Rules, plan
+from controller.policy import PROTECTING, Decision, Plan, Reason, Rules, in_use_reason, plan
 from controller.settings import RepositorySelection, is_glob
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ Gate = Callable[[], str | None]
 class Deletion:
     digest: Digest
     tags: tuple[str, ...]
-    reason: str
+    reason: Reason
     size_bytes: int
 
 
@@ -68,7 +68,7 @@ class RepositoryReport:
     # its prune task returned, whatever the outcome (False: cut off by shutdown, or not started)
     images_before: int = 0
     images_after: int = 0
-    protected: dict[str, int] = field(default_factory=dict)
+    protected: dict[Reason, int] = field(default_factory=dict)
     # protected images by reason
     deleted_count: int = 0
     # images deleted, or, in dry-run, that would have been
@@ -287,13 +287,9 @@ class Pruner:
         report.listed = True
         report.images_before = report.images_after = len(the_plan.decisions)
         report.bytes_total = sum(d.image.size_bytes for d in the_plan.decisions)
-        for decision in the_plan.decisions:
-            if decision.reason in PROTECTING:
-                report.protected[decision.reason.value] = (
-                    report.protected.get(decision.reason.value, 0) + 1
-                )
-            elif decision.reason.value == "deletion-cap":
-                report.held_back += 1
+        counts = the_plan.count_by_reason()
+        report.protected = {r: n for r, n in counts.items() if r in PROTECTING}
+        report.held_back += counts.get(Reason.DELETION_CAP, 0)
         if log.isEnabledFor(logging.DEBUG):  # -v=1: why each image stays
             for decision in the_plan.kept:
                 log.debug(
@@ -341,7 +337,7 @@ class Pruner:
         self, repository: Repository, the_plan: Plan, report: RepositoryReport, gate: Gate
     ) -> None:
         by_digest = {d.image.digest: d for d in the_plan.deletions}
-        groups = _groups_of(the_plan)
+        groups = the_plan.groups
         vetoed: set[Digest] = set()
         pending = len(by_digest)
         try:
@@ -451,16 +447,14 @@ class Pruner:
     def _protected_now(
         self, repository: Repository, by_digest: Mapping[Digest, Decision]
     ) -> Callable[[Digest], bool]:
-        """Whether an image of the batch is in use in the live view, by digest or by a tag it
-        carries (the view's tags of this repository looked up once per attempt)."""
-        digest_in_use = self._in_use.digest_in_use
-        tags_in_use = self._in_use.tags_in(repository.id)
+        """Whether an image of the batch is in use in the live view: the policy's in-use rules
+        (by digest, or by a tag it carries), with the view's tags of this repository looked up
+        once per attempt."""
+        view = self._in_use
+        tags_in_use = view.tags_in(repository.id)
 
         def protected(digest: Digest) -> bool:
-            if digest_in_use(digest):
-                return True
-            decision = by_digest.get(digest)
-            return decision is not None and any(t in tags_in_use for t in decision.image.tags)
+            return in_use_reason(by_digest[digest].image, view, tags_in_use) is not None
 
         return protected
 
@@ -495,7 +489,7 @@ class Pruner:
         limit = self._options.deletion_records
         if limit is None or len(report.deleted) < limit:
             report.deleted.append(
-                Deletion(image.digest, image.tags, decision.reason.value, image.size_bytes)
+                Deletion(image.digest, image.tags, decision.reason, image.size_bytes)
             )
         report.deleted_count += 1
         report.bytes_reclaimed += image.size_bytes
@@ -538,31 +532,6 @@ def _log_batch(
             "dry_run": dry_run,
         },
     )
-
-
-def _groups_of(the_plan: Plan) -> dict[Digest, frozenset[Digest]]:
-    """For each image to delete that an index edge links to another doomed image: all the doomed
-    images so linked (itself included). An image absent from the map stands alone."""
-    doomed = {d.image.digest: d.image for d in the_plan.deletions}
-    links: dict[Digest, set[Digest]] = {}
-    for digest, image in doomed.items():
-        for child in image.children:
-            if child in doomed:
-                links.setdefault(digest, {digest}).add(child)
-                links.setdefault(child, {child}).add(digest)
-    groups: dict[Digest, frozenset[Digest]] = {}
-    for start in links:
-        if start in groups:
-            continue
-        seen, stack = {start}, [start]
-        while stack:
-            for nxt in links[stack.pop()] - seen:
-                seen.add(nxt)
-                stack.append(nxt)
-        frozen = frozenset(seen)
-        for member in seen:
-            groups[member] = frozen
-    return groups
 
 
 def _log_repository(report: RepositoryReport, *, dry_run: bool) -> None:

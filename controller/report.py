@@ -12,7 +12,7 @@ from controller.pruning import CycleReport, RepositoryReport
 def to_json(report: CycleReport) -> str:
     """The whole report on one line (a service prints one per cycle: one object per line, as
     log shippers and `jq` read them); dataclasses and datetimes serialise as they are."""
-    document = orjson.loads(orjson.dumps(report))
+    document = orjson.loads(orjson.dumps(report, option=orjson.OPT_NON_STR_KEYS))
     document["ok"] = report.ok
     return orjson.dumps(document).decode()
 

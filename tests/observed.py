@@ -73,6 +73,9 @@ def observed_run(
             run.wait(f'count(ecr_cleanup_leader{{job="{JOB}"}} == 0)', 1, 60, "standby")
             # three cycles scraped: every rate window has samples after the first cycle
             run.wait(f'sum(ecr_cleanup_cycles_total{{job="{JOB}", result="ok"}})', 3, 90, "cycles")
+            # ... and three scrapes of each replica: increase() needs two samples of a series,
+            # and a loaded machine can delay the first scrape until after the third cycle
+            run.wait(f'min(sum_over_time(up{{job="{JOB}"}}[1h]))', 3, 30, "three scrapes each")
             yield run
     finally:
         for replica in replicas:

@@ -15,6 +15,7 @@ from controller.ecr import CallStats
 from controller.images import Digest
 from controller.inventory import InUseIndex, References, SourceKey
 from controller.metrics import ECR_OPERATIONS, Metrics
+from controller.policy import Reason
 from controller.pruning import CycleReport, Deletion, FailedDeletion, RepositoryReport
 from controller.scheduling import Blocked
 from controller.trust import SourceTracker
@@ -30,7 +31,7 @@ def dg(n: int) -> Digest:
 
 
 def deletions(count: int, *, size: int = 100) -> list[Deletion]:
-    return [Deletion(dg(n), (f"build-{n}",), "over-count", size) for n in range(count)]
+    return [Deletion(dg(n), (f"build-{n}",), Reason.OVER_COUNT, size) for n in range(count)]
 
 
 def repo(
@@ -47,7 +48,7 @@ def repo(
         name,
         images_before=before,
         images_after=before - deleted,
-        protected=dict(protected or {}),
+        protected={Reason(reason): n for reason, n in (protected or {}).items()},
         deleted=gone,
         deleted_count=len(gone),
         bytes_reclaimed=sum(d.size_bytes for d in gone),

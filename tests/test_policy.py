@@ -286,11 +286,22 @@ def test_delete_waves_put_indexes_before_their_children() -> None:
     assert p.delete_waves == ((dg(5), dg(2)), (dg(4), dg(3)))
 
 
-def test_bytes_and_counts() -> None:
+def test_counts() -> None:
     p = run([img(1, size=10), img(2, "latest", size=20), img(3, size=30)], max_images=1)
     # max-images 1 and `latest` protected: both unprotected images go
-    assert p.bytes_to_reclaim == 40
     assert p.count_by_reason() == {Reason.KEEP_TAG: 1, Reason.OVER_COUNT: 2}
+
+
+def test_the_plan_names_the_groups_of_its_linked_deletions() -> None:
+    # 2 and 6 are indexes; 4 is shared by both, so 2, 3, 4, 6 and 7 form one group
+    images = [img(1), img(2, children=(3, 4)), img(3), img(4), img(5), img(6, children=(4, 7))]
+    images.append(img(7))
+    p = run(images, max_images=0, keep_tags=frozenset())
+    whole = frozenset(dg(n) for n in (2, 3, 4, 6, 7))
+    assert {d.image.digest for d in p.deletions} == whole | {dg(1), dg(5)}
+    assert p.groups == {digest: whole for digest in whole}  # 1 and 5 stand alone: not in it
+    # no index: no groups (the single-wave fast path)
+    assert run([img(1), img(2), img(3)], max_images=1).groups == {}
 
 
 def test_duplicate_listing_entries_count_once() -> None:
@@ -453,6 +464,15 @@ def test_property_waves_never_put_a_child_with_or_before_its_index(
     p = _plan(images, in_use, rules)
     wave_of = {d: i for i, wave in enumerate(p.delete_waves) for d in wave}
     assert set(wave_of) == {d.image.digest for d in p.deletions}
+    # a group goes whole: its members are deletions, each linked member maps to the same group
+    for digest, group in p.groups.items():
+        assert digest in group
+        assert group <= set(wave_of)
+        assert all(p.groups[member] == group for member in group)
+    for image in images:
+        for child in image.children:
+            if image.digest in wave_of and child in wave_of:
+                assert p.groups[image.digest] == p.groups[child]
     for image in images:
         for child in image.children:
             if image.digest in wave_of and child in wave_of:

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 
 from controller.images import Digest
+from controller.policy import Reason
 from controller.pruning import CycleReport, Deletion, RepositoryReport
 from controller.report import to_json, to_table
 
@@ -29,7 +30,7 @@ def report(
 def pruned(name: str, before: int, deleted: int, *, held: int = 0) -> RepositoryReport:
     repo = RepositoryReport(name, listed=True, finished=True, images_before=before, held_back=held)
     repo.deleted = [
-        Deletion(Digest("sha256:" + f"{n:064x}"), (f"b{n}",), "over-count", 1024)
+        Deletion(Digest("sha256:" + f"{n:064x}"), (f"b{n}",), Reason.OVER_COUNT, 1024)
         for n in range(deleted)
     ]
     repo.deleted_count = deleted
