@@ -86,6 +86,16 @@ async def connect(
                         "--kube-context" if contexts else "-kubeconfig",
                         f"kubeconfig {path}, context {name!r}: {exc}",
                     ) from exc
+                except (AssertionError, AttributeError) as exc:
+                    # kubernetes_asyncio asserts that the entries it reads are there and calls
+                    # mapping methods on them: a cluster without a server, a context that is a
+                    # string. Its message says nothing a user can act on.
+                    raise ClusterConfigError(
+                        "--kube-context" if contexts else "-kubeconfig",
+                        f"kubeconfig {path}, context {name!r}: a context, cluster or user entry "
+                        "it uses is empty, incomplete (a cluster without a server) or not a "
+                        f"mapping ({type(exc).__name__})",
+                    ) from exc
                 api = await stack.enter_async_context(client.ApiClient(cfg))
                 clusters.append(Cluster(name, api))
         for cluster in clusters:

@@ -56,6 +56,7 @@ written {source} below):
     ecr_cleanup_watch_events_total{source}      counter  watch events received
     ecr_cleanup_watch_restarts_total{source}    counter  watch streams (re)opened
     ecr_cleanup_watch_relists_total{source}     counter  LISTs after the first
+    ecr_cleanup_watch_malformed_total{source}   counter  malformed objects, references, lines skipped
     ecr_cleanup_watch_synced{source}            gauge    1 once LISTed, until lost
     ecr_cleanup_watch_connected{source}         gauge    1 while the stream is current
     ecr_cleanup_watch_denied{source}            gauge    1 while answered 401/403
@@ -376,6 +377,7 @@ class _SourceFamilies(NamedTuple):
     events: CounterMetricFamily
     restarts: CounterMetricFamily
     relists: CounterMetricFamily
+    malformed: CounterMetricFamily
     synced: GaugeMetricFamily
     connected: GaugeMetricFamily
     denied: GaugeMetricFamily
@@ -400,6 +402,12 @@ class _SourceFamilies(NamedTuple):
             relists=counter(
                 "watch_relists_total",
                 "LISTs after the first (410 Gone or a lost view), per watched source.",
+            ),
+            malformed=counter(
+                "watch_malformed_total",
+                "Objects, image references and watch lines skipped as malformed (missing "
+                "fields, wrong types, unparsable images, lines that are not JSON), per watched "
+                "source.",
             ),
             synced=gauge(
                 "watch_synced",
@@ -462,6 +470,7 @@ class _SourceCollector:
             f.events.add_metric(labels, status.events)
             f.restarts.add_metric(labels, status.restarts)
             f.relists.add_metric(labels, status.relists)
+            f.malformed.add_metric(labels, status.malformed)
             f.synced.add_metric(labels, 1 if self._index.is_synced(source) else 0)
             f.connected.add_metric(labels, 1 if status.connected else 0)
             f.denied.add_metric(labels, 1 if status.denied is not None else 0)

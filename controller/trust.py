@@ -28,6 +28,8 @@ class SourceStatus:
     # watch streams (re)opened
     lists: int = 0
     # complete LISTs; whether the source is synced is the index's to say
+    malformed: int = 0
+    # objects, image references and watch lines skipped as malformed (LISTs and watch events)
 
     @property
     def relists(self) -> int:

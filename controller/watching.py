@@ -240,6 +240,7 @@ class Watcher:
         with anyio.fail_after(self.options.list_timeout):
             listed = await list_kind(self.cluster, self.kind, self.namespace or None)
         self.index.replace(self.source, listed.objects)
+        self.status.malformed += listed.malformed
         self.tracker.listed(self.source, self.clock())
         log.info(
             "%s: listed %d objects at resourceVersion %s",
@@ -300,5 +301,8 @@ class Watcher:
         return self.status.events > events_before or self.clock() - opened >= STABLE_WATCH
 
     def _apply(self, line: bytes) -> None:
+        counts = self.sink.counts
+        before = counts.malformed
         self.version = self.sink.apply_line(line) or self.version
         self.status.events += 1
+        self.status.malformed += counts.malformed - before

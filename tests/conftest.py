@@ -1,6 +1,25 @@
-"""Shared pytest fixtures: the anyio backend (asyncio only: kubernetes_asyncio and aiobotocore need it)."""
+"""Shared pytest fixtures: the anyio backend (asyncio only: kubernetes_asyncio and aiobotocore need it);
+the hypothesis profiles.
+
+`HYPOTHESIS_PROFILE=thorough` runs 10,000 examples of each property that leaves the count to
+the profile (tests/test_safety_properties.py; see docs/safety-properties.md). Without it the
+properties run their small default counts inside the normal test command.
+"""
+
+import os
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "thorough",
+    max_examples=10_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 
 @pytest.fixture

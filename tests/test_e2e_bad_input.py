@@ -138,6 +138,40 @@ def test_a_kubeconfig_that_is_not_one(tmp_path: Path, text: str, reason: str) ->
     assert line == f"-kubeconfig: kubeconfig {path}: {reason}"
 
 
+KUBECONFIG_HEAD = "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (
+            "clusters: [{name: c, cluster: {}}]\n"
+            "contexts: [{name: x, context: {cluster: c, user: u}}]\n"
+            "users: [{name: u, user: {token: t}}]\n",
+            "AssertionError",
+        ),
+        (
+            "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:1'}}]\n"
+            "contexts: [{name: x, context: c}]\n"
+            "users: [{name: u, user: {token: t}}]\n",
+            "AttributeError",
+        ),
+    ],
+    ids=["cluster-without-server", "context-not-a-mapping"],
+)
+def test_a_kubeconfig_entry_that_is_empty_or_not_a_mapping(
+    tmp_path: Path, body: str, error: str
+) -> None:
+    # before: kubernetes_asyncio's AssertionError / AttributeError escaped: exit 1, a traceback
+    path = tmp_path / "kubeconfig"
+    path.write_text(KUBECONFIG_HEAD + body)
+    line = one_error_line(run("-repos=app", "--once", f"-kubeconfig={path}"))
+    assert line == (
+        f"-kubeconfig: kubeconfig {path}, context 'x': a context, cluster or user entry it uses "
+        f"is empty, incomplete (a cluster without a server) or not a mapping ({error})"
+    )
+
+
 def test_an_unknown_kube_context_names_the_flag(kubeconfig: Path) -> None:
     line = one_error_line(
         run("-repos=app", "--once", f"-kubeconfig={kubeconfig}", "--kube-context=prod")

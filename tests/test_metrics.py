@@ -447,6 +447,7 @@ def test_watch_sources_are_read_at_scrape_time(
     # the watchers move on; the next scrape sees it without any call into Metrics
     tracker.sources[PODS].events += 5
     tracker.sources[PODS].restarts += 2
+    tracker.sources[PODS].malformed += 3
     tracker.listed(PODS, 950.0)  # a relist (after 410 Gone)
     tracker.disconnected(PODS, 960.0, "connection reset")
     tracker.disconnected(DEPLOYMENTS, 960.0, "forbidden", status_code=403)
@@ -457,6 +458,7 @@ def test_watch_sources_are_read_at_scrape_time(
     assert value(registry, "ecr_cleanup_watch_events_total", **pods) == 5
     assert value(registry, "ecr_cleanup_watch_restarts_total", **pods) == 2
     assert value(registry, "ecr_cleanup_watch_relists_total", **pods) == 1
+    assert value(registry, "ecr_cleanup_watch_malformed_total", **pods) == 3
     assert value(registry, "ecr_cleanup_watch_connected", **pods) == 0
     assert value(registry, "ecr_cleanup_watch_staleness_seconds", **pods) == 40
     assert value(registry, "ecr_cleanup_watch_denied", **pods) == 0
