@@ -395,6 +395,10 @@ class Pruner:
         announced: set[Digest] = set()
         attempt = 0
         while True:
+            # where a shutdown's cancellation lands: no new call starts once cancelled. It is
+            # the last await before the call: between the gate and the veto below and the
+            # call itself nothing else runs, so no event can slip in after the check
+            await anyio.lowlevel.checkpoint()
             stop = gate()
             if stop is not None:
                 report.stopped_by = stop
@@ -416,9 +420,7 @@ class Pruner:
             announced.update(todo)
             try:
                 # a delete call in flight finishes (bounded) even when shutdown cancels the
-                # cycle: then we know what it did. No new call starts once cancelled: this
-                # checkpoint is where the cancellation lands, outside the shield.
-                await anyio.lowlevel.checkpoint()
+                # cycle: then we know what it did
                 with anyio.CancelScope(shield=True), anyio.fail_after(self._options.delete_timeout):
                     outcome = await self._ecr.delete(repository, todo)
             except EcrError as exc:

@@ -145,6 +145,40 @@ async def test_a_pod_appearing_mid_cycle_protects_its_image_from_later_batches()
     assert all(victim not in batch for _, batch in ecr.batches)
 
 
+async def test_nothing_runs_between_the_veto_and_the_delete_call() -> None:
+    """An event the watcher applies after the batch was checked and before the call is made
+    would go unseen: the pruner yields to other tasks before the gate and the veto, never
+    between them and the call (the window the safety properties pointed at)."""
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 20))
+    index = InUseIndex()
+    victim = dg(1, 19)  # the oldest: in the first (and only) batch
+    checked = anyio.Event()
+    gate_calls = 0
+    in_use_when_sent: list[bool] = []
+
+    def gate() -> str | None:
+        nonlocal gate_calls
+        gate_calls += 1
+        if gate_calls == 2:  # the first batch's check (the first call is the cycle's)
+            checked.set()
+        return None
+
+    async def rollback() -> None:  # a watch event, applied as soon as its task is scheduled
+        await checked.wait()
+        index.upsert(PODS, "rollback", References(frozenset({victim})))
+
+    async def record(repo: str, batch: Sequence[Digest]) -> None:
+        in_use_when_sent.append(any(index.digest_in_use(d) for d in batch))
+
+    ecr.before_delete = record
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(rollback)
+        await anyio.wait_all_tasks_blocked()
+        await cycle(pruner(ecr, index), gate)
+    assert in_use_when_sent == [False]  # the batch sent was in use by none when it was sent
+
+
 async def test_a_tag_coming_into_use_mid_cycle_protects_too() -> None:
     ecr = FakeEcr()
     ecr.add("app", *images(1, 210, tagged={15: "hotfix"}))
