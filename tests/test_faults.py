@@ -19,6 +19,7 @@ Every case checks the same four things:
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ TOKEN = "faults-token"
 LIMIT = 10
 LEASE = ("default", "kube-ecr-cleanup-controller")
 PODS = {"source_cluster": "sim", "kind": "pods", "source_namespace": ""}
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 DOC = Path(__file__).parent.parent / "docs" / "faults.md"
 
 
@@ -333,9 +335,18 @@ def seeded(rig: Rig, repos: tuple[str, ...] = ("app",), images: int = 40) -> dic
 
 
 def first_delete(rig: Rig, service: Service, repo: str = "app") -> set[str]:
-    """Wait for the first BatchDeleteImage on `repo` to arrive; the digests it names."""
-    service.wait_until(lambda: any(r == repo for _, r, _ in rig.deletes()), 60, "a delete call")
-    return next(d for _, r, d in rig.deletes() if r == repo)
+    """Wait until the first BatchDeleteImage on `repo` is on the wire; the digests it names.
+
+    The simulator records a request once answered (after its latency), so the controller's own
+    line, logged right before the call, says when it starts."""
+    needle = f" image(s) from {repo}: "
+
+    def line() -> str | None:
+        return next((x for x in service.stderr if "deleting " in x and needle in x), None)
+
+    service.wait_until(lambda: line() is not None, 60, f"a delete call on {repo}")
+    time.sleep(0.1)  # from the log line to the wire
+    return set(DIGEST.findall(line() or ""))
 
 
 # ------------------------------------------------------------------------------- the API server
@@ -392,9 +403,12 @@ for _denial in DENIALS:
             if _denial.startswith("401")
             else "RBAC denies get/list/watch on replicasets, their watch dropped"
         ),
-        behaviour="the source is denied: the view is not trusted and nothing is deleted anywhere "
-        "(the pods source is fine)"
-        + ("; the leader cannot renew and steps down" if _denial.startswith("401") else ""),
+        behaviour="the source is denied: the view is not trusted and nothing is deleted anywhere"
+        + (
+            "; the leader cannot renew the Lease and steps down"
+            if _denial.startswith("401")
+            else " (the pods source itself is fine)"
+        ),
         signal=(
             '`ecr_cleanup_watch_denied{kind="pods"}` 1'
             if _denial.startswith("401")
@@ -581,3 +595,377 @@ def test_garbage_and_truncated_watch_lines(rig: Rig) -> None:
     rig.check_converges(service, "app")
     assert made[8] in rig.ecr.digests("app")
     rig.finish(service)
+
+
+# ------------------------------------------------------------------------------- ECR
+
+
+@case(
+    "test_ecr_throttling_storm",
+    fault="ECR throttling storm",
+    injected="the ECR simulator throttles 50% of all calls (seeded), half ThrottlingException "
+    "(400), half TooManyRequestsException (429), from the start",
+    behaviour="reads retried by the SDK (adaptive), deletes retried by the pruner with the gate "
+    "and veto checked before each attempt; fewer calls in flight; a cycle may fail and the next "
+    "one goes on",
+    signal='`ecr_cleanup_ecr_api_throttles_total{operation="DescribeImages"}` and '
+    '`{operation="BatchDeleteImage"}` > 0; log `ECR throttles: at most N call(s) in flight`',
+    recovery="both repositories reach their limit during the storm; after it, new pushes are "
+    "pruned with no error",
+)
+def test_ecr_throttling_storm(rig: Rig) -> None:
+    repos = ("app", "shop/api")
+    seeded(rig, repos, images=120)
+    rig.ecr.throttle_randomly(0.5, seed=12)
+    service = rig.start(",".join(repos))
+    # the pruner's own back-off (rand(0, 1) x 2^n s per throttled attempt) sets the pace
+    service.wait_until(lambda: rig.converged(*repos), 90, "convergence in the storm")
+    for operation in ("DescribeImages", "BatchDeleteImage"):
+        rig.wait_metric(
+            service, "ecr_cleanup_ecr_api_throttles_total", lambda v: v > 0, operation=operation
+        )
+    assert service.count("ECR throttles: at most") >= 1
+    rig.ecr.clear_faults()
+    for repo in repos:
+        rig.push(repo, 5)
+    rig.check_converges(service, *repos)
+    rig.finish(service)
+
+
+@case(
+    "test_ecr_5xx_on_one_repository",
+    fault="ECR 5xx on one repository",
+    injected="every call naming repository `broken` answers HTTP 500 ServerException",
+    behaviour="`app` is pruned in the same cycle; `broken` is retried within the 30 s call "
+    "budget, then reported failed; nothing deleted from it",
+    signal='`ecr_cleanup_errors_total{repository="broken",operation="DescribeImages"}` 1 '
+    '(code ServerException or CallBudgetExceeded), `ecr_cleanup_cycles_total{result="failed"}`; '
+    "log `repository broken failed: DescribeImages: ...`",
+    recovery="the next cycle after the repository answers prunes it to its limit",
+)
+def test_ecr_5xx_on_one_repository(rig: Rig) -> None:
+    seeded(rig, ("app", "broken"))
+    rig.ecr.break_repository("broken")
+    service = rig.start("app,broken")
+    service.wait_until(lambda: rig.converged("app"), 30, "app pruned")
+    rig.wait_metric(
+        service,
+        "ecr_cleanup_errors_total",
+        lambda v: v >= 1,
+        repository="broken",
+        operation="DescribeImages",
+    )
+    assert (rig.metric("ecr_cleanup_cycles_total", result="failed") or 0) >= 1
+    assert service.count("repository broken failed: DescribeImages:") >= 1
+    assert len(rig.ecr.digests("broken")) == 40
+    rig.ecr.clear_faults()
+    rig.check_converges(service, "app", "broken", within=60)
+    rig.finish(service)
+
+
+FAILURE_CODES = ("KmsError", "ImageReferencedByManifestList", "ImageNotFound")
+
+
+@case(
+    "test_partial_batch_delete_failures",
+    fault="partial BatchDeleteImage failures",
+    injected="BatchDeleteImage reports one image each as KmsError, ImageReferencedByManifestList "
+    "and ImageNotFound (the images stay) and deletes the rest of the batch",
+    behaviour="the others are deleted; the two refusals are logged and counted and tried again "
+    "next cycle; ImageNotFound counts as already gone",
+    signal='`ecr_cleanup_image_delete_failures_total{repository="app",code="KmsError"}` and '
+    '`{code="ImageReferencedByManifestList"}` rising; log `could not delete app@sha256:... '
+    "KmsError` (ImageNotFound: neither metric nor log)",
+    recovery="when ECR deletes them again, the next cycle brings the repository to its limit",
+)
+def test_partial_batch_delete_failures(rig: Rig) -> None:
+    made = seeded(rig)["app"]
+    victims = dict(zip(FAILURE_CODES, (made[39], made[38], made[36]), strict=True))
+    for code, digest in victims.items():
+        rig.ecr.fail_images("app", [digest], code)
+    service = rig.start("app")
+    for code in FAILURE_CODES[:2]:
+        rig.wait_metric(
+            service,
+            "ecr_cleanup_image_delete_failures_total",
+            lambda v: v >= 2,  # one per cycle: tried again
+            repository="app",
+            code=code,
+        )
+    assert rig.metric("ecr_cleanup_image_delete_failures_total", code="ImageNotFound") is None
+    assert set(victims.values()) <= rig.ecr.digests("app")
+    assert len(rig.ecr.digests("app")) == LIMIT + 3
+    assert service.count(f"could not delete app@{victims['KmsError']}: KmsError") >= 1
+    rig.ecr.clear_faults()
+    rig.check_converges(service, "app")
+    rig.finish(service)
+
+
+@case(
+    "test_repository_deleted_mid_cycle",
+    fault="a repository deleted mid-cycle",
+    injected="`doomed` (250 images, deletes take 0.5 s) deleted while its first BatchDeleteImage "
+    "is in flight",
+    behaviour="that call fails RepositoryNotFoundException, the repository's prune ends; later "
+    "cycles report it missing and prune the others",
+    signal='`ecr_cleanup_errors_total{repository="doomed",code="RepositoryNotFoundException"}` 1, '
+    '`ecr_cleanup_cycles_total{result="failed"}` rising; log `repositories not found: doomed`',
+    recovery="the repository created again (with 30 images): pruned to its limit, cycles ok",
+)
+def test_repository_deleted_mid_cycle(rig: Rig) -> None:
+    seeded(rig, ("app", "doomed"), images=40)
+    rig.push("doomed", 210, hours_ago=48)
+    rig.ecr.set_latency("BatchDeleteImage", 0.5)
+    service = rig.start("app,doomed")
+    first_delete(rig, service, "doomed")
+    rig.ecr.delete_repository("doomed")
+    rig.tags = {k: v for k, v in rig.tags.items() if k[0] != "doomed"}
+    rig.wait_metric(
+        service,
+        "ecr_cleanup_errors_total",
+        lambda v: v >= 1,
+        repository="doomed",
+        code="RepositoryNotFoundException",
+    )
+    service.wait_until(
+        lambda: service.count("repositories not found: doomed") >= 2, 30, "missing reported"
+    )
+    failed = rig.metric("ecr_cleanup_cycles_total", result="failed") or 0
+    assert failed >= 2
+    service.wait_until(lambda: rig.converged("app"), 30, "app pruned")
+    rig.ecr.set_latency("BatchDeleteImage", 0)
+    rig.repository("doomed", 30)
+    rig.check_converges(service, "app", "doomed")
+    rig.finish(service)
+
+
+@case(
+    "test_credentials_expire_mid_cycle",
+    fault="credentials expiring mid-cycle",
+    injected="while the first BatchDeleteImage of 400 images is in flight, the ECR simulator "
+    "answers ExpiredTokenException to the controller's access key",
+    behaviour="not retried by the SDK; the repository fails, later cycles fail at "
+    "DescribeRepositories; nothing is deleted while the token is refused",
+    signal='`ecr_cleanup_errors_total{repository="app",code="ExpiredTokenException"}` 1, '
+    '`ecr_cleanup_cycles_total{result="failed"}` rising; log `ExpiredTokenException`',
+    recovery="the token accepted again (as after the provider's refresh): pruned to the limit",
+)
+def test_credentials_expire_mid_cycle(rig: Rig) -> None:
+    seeded(rig, images=400)
+    rig.ecr.set_latency("BatchDeleteImage", 0.5)
+    service = rig.start("app")
+    first_delete(rig, service)
+    rig.ecr.expire_credentials(CREDENTIALS["AWS_ACCESS_KEY_ID"])
+    rig.wait_metric(
+        service,
+        "ecr_cleanup_errors_total",
+        lambda v: v >= 1,
+        repository="app",
+        code="ExpiredTokenException",
+    )
+    left = rig.ecr.digests("app")
+    failed = rig.metric("ecr_cleanup_cycles_total", result="failed") or 0
+    rig.wait_metric(service, "ecr_cleanup_cycles_total", lambda v: v >= failed + 2, result="failed")
+    assert rig.ecr.digests("app") == left
+    assert len(left) > LIMIT
+    assert service.count("ExpiredTokenException") >= 2
+    rig.ecr.set_latency("BatchDeleteImage", 0)
+    rig.ecr.clear_faults()
+    rig.check_converges(service, "app")
+    rig.finish(service)
+
+
+# ------------------------------------------------------------------------------- the process
+
+
+@case(
+    "test_sigterm_during_a_delete_batch",
+    fault="SIGTERM during a delete batch",
+    injected="SIGTERM while the first BatchDeleteImage (1.5 s) of 400 images is in flight",
+    behaviour="the call in flight finishes, no other starts, the partial report is printed, the "
+    "Lease released; exit 0",
+    signal="no series (the process exits): stdout `STOPPED: shutting down`, log "
+    "`received SIGTERM` and `cycle stopped by shutdown`",
+    recovery="a new process (the Deployment's restart) prunes the rest to the limit",
+)
+def test_sigterm_during_a_delete_batch(rig: Rig) -> None:
+    seeded(rig, images=400)
+    rig.ecr.set_latency("BatchDeleteImage", 1.5)
+    service = rig.start("app")
+    first_delete(rig, service)
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert service.terminate() == 0
+    assert time.monotonic() - started < 20
+    assert len(rig.deletes()) == 1
+    assert len(rig.ecr.digests("app")) == 300
+    assert service.count("received SIGTERM") == 1
+    assert service.count("cycle stopped by shutdown") == 1
+    assert any(line.startswith("STOPPED: shutting down") for line in service.stdout)
+    assert not any("Traceback" in line for line in service.stderr)
+    rig.ecr.set_latency("BatchDeleteImage", 0)
+    again = rig.start("app")
+    rig.check_converges(again, "app")
+    rig.finish(again)
+
+
+@case(
+    "test_lease_taken_by_another_holder_mid_cycle",
+    fault="the Lease taken by another holder mid-cycle",
+    injected="while the first of 6 delete calls (0.5 s each) is in flight, the Lease is "
+    "rewritten to holder `intruder` (3 s), who never renews",
+    behaviour="the next renewal finds it: the replica stops leading and sends no further delete "
+    "call; it takes the Lease back once it expired",
+    signal="`ecr_cleanup_leader` 0; log `stopped leading Lease default/kube-ecr-cleanup-"
+    "controller: not leader: held by intruder`, `stopping deletions`",
+    recovery="`became leader` again, the rest pruned to the limit",
+)
+def test_lease_taken_by_another_holder_mid_cycle(rig: Rig) -> None:
+    seeded(rig, images=600)
+    rig.ecr.set_latency("BatchDeleteImage", 0.5)
+    service = rig.start("app")
+    first_delete(rig, service)
+    assert rig.kube is not None
+    for _ in range(20):  # the leader renews every 0.4 s: retry a write race
+        lease = rig.kube.get("leases", *LEASE)
+        assert lease is not None
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        spec = lease["spec"]
+        spec.update(
+            holderIdentity="intruder",
+            leaseDurationSeconds=3,
+            acquireTime=stamp,
+            renewTime=stamp,
+            leaseTransitions=spec.get("leaseTransitions", 0) + 1,
+        )
+        try:
+            rig.kube.update("leases", lease)
+            break
+        except Exception:  # noqa: BLE001 - a 409 from the simulator: the leader renewed first
+            continue
+    service.wait_until(lambda: service.count("stopped leading Lease") >= 1, 30, "stepping down")
+    rig.wait_metric(service, "ecr_cleanup_leader", lambda v: v == 0)
+    service.wait_until(lambda: service.count("became leader") >= 2, 30, "the Lease taken back")
+    lost, regained = (
+        service.first("stopped leading Lease"),
+        [at for at, line in service.timed if "became leader" in line][1],
+    )
+    assert "held by intruder" in next(
+        line for _, line in service.timed if "stopped leading" in line
+    )
+    assert [d for d in rig.deletes(after=lost) if d[0] < regained] == []
+    assert service.count("stopping deletions") + service.count("first cycle waits") >= 1
+    rig.ecr.set_latency("BatchDeleteImage", 0)
+    rig.check_converges(service, "app")
+    rig.finish(service)
+
+
+ROLLBACKS = ("while-a-delete-is-in-flight", "while-the-delete-is-retried")
+for _rollback in ROLLBACKS:
+    case(
+        f"test_rollback_pod_mid_cycle[{_rollback}]",
+        fault="a pod with an old image appearing mid-cycle (a rollback)"
+        + (", while the delete call is retried" if "retried" in _rollback else ""),
+        injected=(
+            "a running pod (tag and imageID) of an image of a later batch, created while batch "
+            "1 of 4 is in flight (0.5 s)"
+            if "flight" in _rollback
+            else "BatchDeleteImage throttled until the controller has seen a pending pod (by "
+            "tag) of an image in the batch being retried"
+        ),
+        behaviour="the batch is checked again against the live view before each call"
+        + (" and each retry" if "retried" in _rollback else "")
+        + ": the image is dropped from it and kept",
+        signal='`ecr_cleanup_images_vetoed_total{repository="app"}` 1'
+        + (
+            ', `ecr_cleanup_ecr_api_throttles_total{operation="BatchDeleteImage"}` > 0'
+            if "retried" in _rollback
+            else ""
+        )
+        + "; log `1 image(s) became in use after planning and were kept`",
+        recovery="the rest deleted in the same cycle; the repository at its limit, the rollback "
+        "image counted in it",
+    )(lambda: None)
+
+
+@pytest.mark.parametrize("when", ROLLBACKS)
+def test_rollback_pod_mid_cycle(rig: Rig, when: str) -> None:
+    made = seeded(rig, images=400 if "flight" in when else 150)["app"]
+    if "flight" in when:
+        rig.ecr.set_latency("BatchDeleteImage", 0.5)
+    else:
+        rig.ecr.throttle("BatchDeleteImage", times=1000)
+    service = rig.start("app")
+    batch = first_delete(rig, service)
+    protected = rig.protected("app", time.monotonic())
+    if "flight" in when:
+        victim = next(d for d in reversed(made[LIMIT:]) if d not in batch | protected)
+        rig.run_pod("rollback", "app", victim)
+    else:
+        victim = next(d for d in made if d in batch and d not in protected)
+        rig.run_pod("rollback", "app", victim, by="tag")
+        rig.wait_metric(service, "ecr_cleanup_watched_objects", lambda v: v == 3, kind="pods")
+        rig.ecr.clear_faults()
+    rig.wait_metric(service, "ecr_cleanup_images_vetoed_total", lambda v: v == 1, repository="app")
+    if "retried" in when:
+        assert (
+            rig.metric("ecr_cleanup_ecr_api_throttles_total", operation="BatchDeleteImage") or 0
+        ) >= 1
+        assert service.count("checking the batch again and retrying") >= 1
+    assert service.count("1 image(s) became in use after planning and were kept") == 1
+    assert victim in rig.ecr.digests("app")
+    rig.ecr.set_latency("BatchDeleteImage", 0)
+    rig.check_converges(service, "app")
+    assert victim in rig.ecr.digests("app")
+    rig.finish(service)
+
+
+# ------------------------------------------------------------------------------- the document
+
+BEGIN, END = (
+    "<!-- matrix:begin (generated by python -m tests.test_faults) -->",
+    "<!-- matrix:end -->",
+)
+
+
+def render() -> str:
+    rows = [
+        "| # | fault | how it is injected | what the controller does | metric and log that show "
+        "it | recovery | test |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for number, (test_id, c) in enumerate(CASES.items(), 1):
+        cells = (c.fault, c.injected, c.behaviour, c.signal, c.recovery, f"`{test_id}`")
+        rows.append(f"| {number} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def test_the_matrix_in_the_docs_is_the_case_list() -> None:
+    # every registered case is a test of this module (with its parameter), and the reverse
+    tests: set[str] = set()
+    for name, fn in globals().items():
+        if not name.startswith("test_") or name == "test_the_matrix_in_the_docs_is_the_case_list":
+            continue
+        marks = [m for m in getattr(fn, "pytestmark", []) if m.name == "parametrize"]
+        if marks:
+            tests.update(f"{name}[{value}]" for mark in marks for value in mark.args[1])
+        else:
+            tests.add(name)
+    assert tests == set(CASES)
+    text = DOC.read_text()
+    assert BEGIN in text
+    assert END in text
+    generated = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert generated == render(), "docs/faults.md is stale: run python -m tests.test_faults"
+
+
+def main() -> None:
+    """Rewrite the table in docs/faults.md from `CASES`."""
+    text = DOC.read_text()
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    DOC.write_text(f"{head}{BEGIN}\n{render()}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()
