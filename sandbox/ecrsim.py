@@ -16,8 +16,10 @@ ECR behaviour that moto does not model:
 
 One simulator is one registry (``account``, ``region``).  State is seeded and
 inspected in-process (``create_repository``, ``add_image``, ``add_index``, ...),
-and faults are injected with ``throttle``, ``server_error``, ``malform`` and
-``fail_images``.  ``calls`` counts HTTP requests per operation, retries included,
+and faults are injected with ``throttle``, ``server_error``, ``malform``,
+``fail_images``, ``throttle_randomly`` (a storm), ``break_repository`` (5xx for one
+repository), ``expire_credentials`` (ExpiredTokenException for one access key) and
+``delete_repository``.  ``calls`` counts HTTP requests per operation, retries included,
 for "no wasted calls" assertions.
 
 Two lifecycles share the registry logic in :class:`EcrRegistry`:
@@ -55,6 +57,7 @@ import hashlib
 import hmac
 import json
 import logging
+import random
 import re
 import secrets
 import socket
@@ -263,6 +266,18 @@ class _Faults:
     failing_images: dict[tuple[str, str], str] = field(default_factory=dict)
     latency: dict[str, float] = field(default_factory=dict)
     rate: _TokenBucket | None = None
+    storm: _Storm | None = None
+    broken_repositories: set[str] = field(default_factory=set)
+    expired_keys: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Storm:
+    """A throttling storm: each call is throttled with probability `fraction`, by a seeded RNG."""
+
+    fraction: float
+    rng: random.Random
+    operations: frozenset[str] | None
 
 
 class _TokenBucket:
@@ -655,6 +670,41 @@ class EcrRegistry:
         with self._lock:
             self._faults.rate = None
 
+    def throttle_randomly(
+        self, fraction: float, *, seed: int = 0, operations: Iterable[str] | None = None
+    ) -> None:
+        """A throttling storm: every call (of `operations`, default all) is throttled with
+        probability `fraction`, half of those as HTTP 400 ``ThrottlingException`` and half as
+        HTTP 429 ``TooManyRequestsException``; seeded, so a run can be replayed. Until
+        :meth:`clear_faults`."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], not {fraction}")
+        chosen = None if operations is None else frozenset(operations)
+        for operation in chosen or ():
+            self._check_knob(operation, 1)
+        with self._lock:
+            self._faults.storm = _Storm(fraction, random.Random(seed), chosen)
+
+    def break_repository(self, repo: str) -> None:
+        """Every call that names `repo` (``repositoryName``) answers HTTP 500
+        ``ServerException``, as a partial outage of one repository's storage does; the other
+        repositories answer normally. Until :meth:`clear_faults`."""
+        with self._lock:
+            self._faults.broken_repositories.add(repo)
+
+    def expire_credentials(self, access_key: str) -> None:
+        """Every request signed with `access_key` answers HTTP 400 ``ExpiredTokenException``,
+        as STS session credentials past their expiry do. Until :meth:`clear_faults`."""
+        with self._lock:
+            self._faults.expired_keys.add(access_key)
+
+    def delete_repository(self, name: str) -> None:
+        """Delete a repository and its images (DeleteRepository with force), for a repository
+        deleted while a cycle runs: later calls naming it answer RepositoryNotFoundException."""
+        with self._lock:
+            self._repository(name)
+            del self._repositories[name]
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults = _Faults()
@@ -982,6 +1032,7 @@ class EcrRegistry:
                     )
                 )
             try:
+                self._injected(operation, params, caller)
                 payload = self._answer(target, operation, params)
             except EcrError as error:
                 logger.debug("ecrsim %s -> %s %s", operation, error.status, error.code)
@@ -989,6 +1040,29 @@ class EcrRegistry:
             payload = self._maybe_malform(operation, payload)
         logger.debug("ecrsim %s -> 200", operation)
         return 200, orjson.dumps(payload)
+
+    def _injected(self, operation: str, params: Any, caller: str) -> None:
+        """The faults that depend on who calls or what is named: raise the injected error."""
+        faults = self._faults
+        if caller and caller in faults.expired_keys:
+            logger.info("ecrsim: expired credentials %s for %s", caller, operation)
+            raise EcrError(
+                "ExpiredTokenException", "The security token included in the request is expired"
+            )
+        storm = faults.storm
+        if (
+            storm is not None
+            and (storm.operations is None or operation in storm.operations)
+            and storm.rng.random() < storm.fraction
+        ):
+            status = 429 if storm.rng.random() < 0.5 else 400
+            code = "TooManyRequestsException" if status == 429 else "ThrottlingException"
+            logger.debug("ecrsim: storm: %s (%d) for %s", code, status, operation)
+            raise EcrError(code, "Rate exceeded", status=status)
+        name = params.get("repositoryName") if isinstance(params, dict) else None
+        if name is not None and name in faults.broken_repositories:
+            logger.info("ecrsim: injected server error for %s of %s", operation, name)
+            raise EcrError("ServerException", f"Injected internal server error in {name}", 500)
 
     def _answer(self, target: str | None, operation: str, params: Any) -> dict[str, Any]:
         if target is None or not target.startswith(TARGET_PREFIX):

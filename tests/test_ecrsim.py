@@ -430,6 +430,84 @@ async def test_throttling_beyond_max_attempts_surfaces(sim: EcrSimulator) -> Non
     sim.clear_faults()
 
 
+async def test_a_throttling_storm_throttles_about_its_fraction_with_both_codes(
+    sim: EcrSimulator,
+) -> None:
+    sim.throttle_randomly(0.5, seed=7, operations=["DescribeImages"])
+    codes: list[str] = []
+    async with ecr_client(sim.endpoint_url, max_attempts=0) as client:
+        for _ in range(200):
+            try:
+                await client.describe_images(repositoryName=REPO)
+                codes.append("ok")
+            except ClientError as exc:
+                status = exc.response["ResponseMetadata"]["HTTPStatusCode"]
+                codes.append(f"{exc.response['Error']['Code']}/{status}")
+        await client.describe_repositories()  # not in `operations`: never throttled
+    assert 70 <= codes.count("ok") <= 130
+    assert codes.count("ThrottlingException/400") >= 30
+    assert codes.count("TooManyRequestsException/429") >= 30
+    assert set(codes) == {"ok", "ThrottlingException/400", "TooManyRequestsException/429"}
+    sim.clear_faults()
+    with pytest.raises(ValueError, match="fraction"):
+        sim.throttle_randomly(0)
+
+
+async def test_a_broken_repository_answers_500_and_the_others_answer(
+    sim: EcrSimulator, ecr: ECRClient
+) -> None:
+    sim.create_repository("team/other")
+    digest = sim.add_image(REPO)
+    sim.break_repository(REPO)
+    async with ecr_client(sim.endpoint_url, max_attempts=0) as client:
+        for call in (
+            client.describe_images(repositoryName=REPO),
+            client.batch_delete_image(repositoryName=REPO, imageIds=ids(digest)),
+        ):
+            with pytest.raises(ClientError) as error:
+                await call
+            assert error_code(error) == "ServerException"
+            assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    assert (await ecr.describe_images(repositoryName="team/other"))["imageDetails"] == []
+    assert len((await ecr.describe_repositories())["repositories"]) == 2  # names no repository
+    assert sim.digests(REPO) == {digest}
+    sim.clear_faults()
+    assert len((await ecr.describe_images(repositoryName=REPO))["imageDetails"]) == 1
+
+
+async def test_expired_credentials_fail_only_their_access_key(sim: EcrSimulator) -> None:
+    sim.expire_credentials("test")
+    async with ecr_client(sim.endpoint_url) as client:
+        with pytest.raises(ClientError) as error:
+            await client.describe_repositories()
+    assert error_code(error) == "ExpiredTokenException"
+    assert sim.calls["DescribeRepositories"] == 1  # not retried: the SDK must not resend it
+    session = aioboto3.Session(
+        aws_access_key_id="fresh", aws_secret_access_key="x", region_name="us-east-1"
+    )
+    async with session.client("ecr", endpoint_url=sim.endpoint_url) as fresh:
+        assert len((await fresh.describe_repositories())["repositories"]) == 1
+    assert [r.caller for r in sim.requests] == ["test", "fresh"]
+    sim.clear_faults()
+
+
+async def test_a_deleted_repository_is_not_found(sim: EcrSimulator, ecr: ECRClient) -> None:
+    digest = sim.add_image(REPO)
+    sim.delete_repository(REPO)
+    for call in (
+        ecr.describe_images(repositoryName=REPO),
+        ecr.batch_delete_image(repositoryName=REPO, imageIds=ids(digest)),
+    ):
+        with pytest.raises(ClientError) as error:
+            await call
+        assert error_code(error) == "RepositoryNotFoundException"
+    assert sim.repositories() == []
+    with pytest.raises(EcrError, match="RepositoryNotFoundException"):
+        sim.delete_repository(REPO)
+    sim.create_repository(REPO)  # created again: empty
+    assert sim.digests(REPO) == set()
+
+
 async def test_malformed_answers_reach_the_client(sim: EcrSimulator, ecr: ECRClient) -> None:
     first, second = sim.add_image(REPO), sim.add_image(REPO)
 
