@@ -510,3 +510,19 @@ def sockets_of(pid: int) -> int:
         with contextlib.suppress(OSError):  # closed meanwhile
             count += os.readlink(fd).startswith("socket:")
     return count
+
+
+# ---------------------------------------------------------------------------------------------
+# (d) non-root: the chart's securityContext is asserted by tests/test_chart.py
+# (test_security_context_is_locked_down) and the built image's user, read-only root and
+# writable files by tests/test_image.py; this checks the Dockerfile without a build.
+
+
+def test_the_dockerfile_final_stage_runs_as_a_numeric_non_root_user() -> None:
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    final = max(n for n, line in enumerate(lines) if line.upper().startswith("FROM "))
+    users = [line.split()[1] for line in lines[final:] if line.upper().startswith("USER ")]
+    # numeric, so that the kubelet can verify runAsNonRoot; the last word of the stage
+    assert users == ["65532:65532"], users
+    entry = next(n for n, line in enumerate(lines) if line.upper().startswith("USER "))
+    assert not any(line.upper().startswith("RUN ") for line in lines[entry:])
