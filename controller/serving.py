@@ -5,10 +5,18 @@ exposition is generated on the event loop, not in a thread: the scrape-time coll
 the in-use index and the source tracker, which only the loop's tasks change, so every
 scrape sees a consistent state without locks. Requests are logged at DEBUG only, so a
 scrape every 15 s and two probes every 10 s do not flood the INFO log.
+
+Hardened against slow and idle clients (the port is reachable from the whole cluster network
+unless a NetworkPolicy narrows it): a connection must send a complete request head within
+`IDLE_TIMEOUT` of opening, or of its previous answer (slowloris, idle keep-alive), and at most
+`MAX_CONNECTIONS` are open at once; more are reset as soon as accepted, so that clients cannot use
+up the file descriptors the watches and the ECR calls need. aiohttp bounds the request line and
+headers (8190 bytes each, 128 headers) and answers malformed requests with 400.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import Callable
@@ -27,6 +35,14 @@ SHUTDOWN_TIMEOUT = 0.25
 
 CLEANUP_DEADLINE = 0.75
 """Seconds after which the shielded cleanup is abandoned, whatever is left."""
+
+IDLE_TIMEOUT = 5.0
+"""Seconds a connection may stay without a complete request head: from when it opens (a client
+that sends nothing, or a byte at a time), and between requests on a kept-alive one. Probes and
+Prometheus send a whole request at once and reconnect when an idle connection was closed."""
+
+MAX_CONNECTIONS = 128
+"""Open connections at most (the probes and a few scrapers need a handful); more are reset."""
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -69,20 +85,44 @@ async def serve(
         access_log_class=_DebugAccessLogger,
         access_log=log,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
+        keepalive_timeout=IDLE_TIMEOUT,
     )
+    listener: asyncio.Server | None = None
     try:
         await runner.setup()
-        site = web.SockSite(runner, sock)
-        await site.start()
+        listener = await _start_listener(runner.server, sock)
         bound: int = sock.getsockname()[1]
         log.debug("listening on port %d", bound)
         task_status.started(bound)
         await anyio.sleep_forever()
     finally:
         with anyio.move_on_after(CLEANUP_DEADLINE, shield=True) as scope:
+            if listener is not None:
+                listener.close()
             await runner.cleanup()
         if scope.cancelled_caught:
             log.warning("HTTP server cleanup took over %.2fs; abandoned", CLEANUP_DEADLINE)
+
+
+async def _start_listener(server: web.Server | None, sock: socket.socket) -> asyncio.Server:
+    """Accept on `sock` for aiohttp's `server`, resetting connections beyond MAX_CONNECTIONS."""
+    assert server is not None  # AppRunner.setup() made it
+
+    def connection() -> asyncio.Protocol:
+        if len(server.connections) >= MAX_CONNECTIONS:
+            return _Refused()
+        return server()
+
+    return await asyncio.get_running_loop().create_server(connection, sock=sock)
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the limit: reset at once, its descriptor freed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        log.debug("over %d connections: one reset", MAX_CONNECTIONS)
+        assert isinstance(transport, asyncio.Transport)
+        transport.abort()
 
 
 def _application(
