@@ -147,7 +147,7 @@ async def list_everything(
             tg.start_soon(one, watcher)
 
 
-def prune_options(settings: Settings) -> PruneOptions:
+def prune_options(settings: Settings, view: View) -> PruneOptions:
     def unused_overrides(names: Sequence[str]) -> list[str]:
         return [f"repositories[{i}] {o.pattern!r}" for i, o in settings.unused_overrides(names)]
 
@@ -159,6 +159,7 @@ def prune_options(settings: Settings) -> PruneOptions:
         unused_overrides=unused_overrides,
         # `--once --output json` prints every deletion; otherwise counts and a sample suffice
         deletion_records=None if settings.once and settings.output == "json" else DELETION_SAMPLE,
+        lagging=view.tracker.lagging,
     )
 
 
@@ -229,7 +230,7 @@ async def run_once(
         view.index.object_count(),
     )
     async with open_registry(settings) as ecr:
-        report = await Pruner(ecr, view.index, prune_options(settings)).run_cycle(
+        report = await Pruner(ecr, view.index, prune_options(settings, view)).run_cycle(
             now=clock(), gate=gate, clock=clock, stop=stopping
         )
     print(render(report, settings.output), file=out, flush=True)
@@ -413,7 +414,7 @@ async def _cycles(
     leader: LeaderElector | AlwaysLeader,
     stopping: anyio.Event,
 ) -> None:
-    pruner = Pruner(ecr, view.index, prune_options(settings))
+    pruner = Pruner(ecr, view.index, prune_options(settings, view))
 
     def blocked() -> Blocked | None:
         refusal = view.refusal(settings)

@@ -38,6 +38,9 @@ from controller.settings import RepositorySelection, is_glob
 
 log = logging.getLogger(__name__)
 
+CATCH_UP_POLL = 0.05
+"""Seconds between two looks at a lagging view while a delete call waits for it."""
+
 Gate = Callable[[], str | None]
 """Returns why deleting must stop now (view untrusted, leadership lost, shutting down), or None."""
 
@@ -142,6 +145,10 @@ class PruneOptions:
     # memory grow with the number of repositories
     unused_overrides: Callable[[Sequence[str]], Sequence[str]] = lambda _names: ()
     # the --config entries that apply to none of these repositories, described for a warning
+    lagging: Callable[[], str | None] = lambda: None
+    # which source's view is behind right now (reconnecting, re-listing), or None: a delete
+    # call waits up to `catch_up` seconds for it, then the repository stops deleting
+    catch_up: float = 30.0
     delete_retry: RetryPolicy = field(default_factory=RetryPolicy)
     # the controller's own retries of a throttled or failed BatchDeleteImage (never the SDK's):
     # the trust gate and the in-use veto run again before every attempt
@@ -399,7 +406,8 @@ class Pruner:
             # the last await before the call: between the gate and the veto below and the
             # call itself nothing else runs, so no event can slip in after the check
             await anyio.lowlevel.checkpoint()
-            stop = gate()
+            behind = await self._caught_up(repository)
+            stop = gate() or behind
             if stop is not None:
                 report.stopped_by = stop
                 return False
@@ -445,6 +453,29 @@ class Pruner:
                 continue
             self._record_outcome(repository, outcome, by_digest, report)
             return True
+
+    async def _caught_up(self, repository: Repository) -> str | None:
+        """Wait, before a delete call, while a source's view is behind (a watch reconnecting,
+        a re-list after 410): a pod created in that gap is not in the view yet, and the veto
+        can only see what the view holds. None once every source is current; why not, after
+        `catch_up` seconds. Ends on a checkpoint-free path when nothing lags."""
+        behind = self._options.lagging()
+        if behind is None:
+            return None
+        log.info(
+            "repository %s: waiting up to %gs before deleting, until the view catches up: %s",
+            repository.name,
+            self._options.catch_up,
+            behind,
+            extra={"repository": repository.name},
+        )
+        with anyio.move_on_after(self._options.catch_up):
+            while behind is not None:
+                await anyio.sleep(CATCH_UP_POLL)
+                behind = self._options.lagging()
+        if behind is not None:
+            return f"view behind for {self._options.catch_up:g}s: {behind}"
+        return None
 
     def _protected_now(
         self, repository: Repository, by_digest: Mapping[Digest, Decision]

@@ -70,6 +70,16 @@ class SourceTracker:
             status.connected = False
             status.since = now
 
+    def lagging(self) -> str | None:
+        """A source whose view is behind right now (its watch is reconnecting, or it is listing
+        again after a 410), described; None when every source is current. Within
+        --max-staleness such a view is still trusted, but the events of the gap are not in it
+        yet: a delete call waits for it to catch up."""
+        for source, status in self.sources.items():
+            if not status.connected and status.since is not None:
+                return f"{source}: reconnecting ({status.last_error or 'no stream'})"
+        return None
+
     def staleness(self, source: SourceKey, now: float) -> float:
         """Seconds since the source's view was last known current (0 while connected)."""
         status = self.register(source)

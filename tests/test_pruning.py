@@ -18,6 +18,7 @@ from controller.inventory import InUseIndex, References, SourceKey
 from controller.policy import Image, Rules
 from controller.pruning import CycleReport, PruneOptions, Pruner
 from controller.settings import RepositorySelection
+from controller.trust import SourceTracker
 from tests.fake_ecr import FakeEcr
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -177,6 +178,72 @@ async def test_nothing_runs_between_the_veto_and_the_delete_call() -> None:
         await anyio.wait_all_tasks_blocked()
         await cycle(pruner(ecr, index), gate)
     assert in_use_when_sent == [False]  # the batch sent was in use by none when it was sent
+
+
+async def test_a_delete_call_waits_while_a_source_re_lists_and_sees_the_gap_s_pods() -> None:
+    """The soak's finding: after a 410 the watcher re-lists, and a pod created before that LIST
+    lands is in no view; within --max-staleness the view is still trusted, so the batch used to
+    go out without it. A delete call now waits for the re-list, and the veto sees the pod."""
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 20))
+    index = InUseIndex()
+    tracker = SourceTracker()
+    tracker.listed(PODS, 0.0)
+    index.replace(PODS, {})
+    victim = dg(1, 19)  # the oldest: in the first batch
+    tracker.disconnected(PODS, 1.0, "410 Gone: too old resource version")  # as the watcher does
+
+    async def re_list() -> None:  # what Watcher.list_once does, a moment later
+        await anyio.sleep(0.3)
+        index.replace(PODS, {"rollback": References(frozenset({victim}))})
+        tracker.listed(PODS, 2.0)
+
+    p = Pruner(
+        ecr,
+        index,
+        PruneOptions(
+            selection=RepositorySelection(("*",)),
+            rules_for=lambda _name: Rules(max_images=10),
+            dry_run=False,
+            lagging=tracker.lagging,
+        ),
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(re_list)
+        report = await cycle(p)
+    (repo,) = report.repositories
+    assert victim in ecr.repos["app"]
+    assert repo.vetoed == 1
+    assert repo.deleted_count == 9
+    assert repo.ok
+
+
+async def test_a_view_that_stays_behind_stops_the_repository_s_deletions() -> None:
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 20))
+    tracker = SourceTracker()
+    tracker.listed(PODS, 0.0)
+    tracker.disconnected(PODS, 1.0, "ConnectionResetError")
+    index = InUseIndex()
+    index.replace(PODS, {})
+    p = Pruner(
+        ecr,
+        index,
+        PruneOptions(
+            selection=RepositorySelection(("*",)),
+            rules_for=lambda _name: Rules(max_images=10),
+            dry_run=False,
+            lagging=tracker.lagging,
+            catch_up=0.2,
+        ),
+    )
+    report = await cycle(p)
+    (repo,) = report.repositories
+    assert ecr.calls["BatchDeleteImage"] == 0
+    assert repo.held_back == 10
+    assert repo.stopped_by == (
+        "view behind for 0.2s: test/pods: reconnecting (ConnectionResetError)"
+    )
 
 
 async def test_a_tag_coming_into_use_mid_cycle_protects_too() -> None:
