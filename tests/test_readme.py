@@ -50,3 +50,18 @@ def test_metric_table_matches_the_registry() -> None:
     }
     documented = set(re.findall(r"^\| `(ecr_cleanup_[a-z_]+)`", README.read_text(), re.MULTILINE))
     assert documented == registered
+
+
+def test_benchmark_table_is_the_last_recorded_run() -> None:
+    """The README's benchmark figures are bench/results.md, which `python -m bench` wrote from
+    the run recorded in bench/results.json: the three cannot drift apart."""
+    import json
+
+    from bench.__main__ import BEGIN, END, table
+
+    text = README.read_text()
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    recorded = (README.parent / "bench" / "results.md").read_text()
+    assert block == "\n" + recorded
+    results = json.loads((README.parent / "bench" / "results.json").read_text())
+    assert table(results) == recorded
