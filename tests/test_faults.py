@@ -465,7 +465,8 @@ def test_the_api_server_denies(rig: Rig, denial: str) -> None:
     injected="the pods watch's TCP connection aborted 5 times; a rollback pod created while "
     "each stream is down",
     behaviour="resumes from the last resourceVersion (no re-list); the events of the gap are "
-    "replayed; pruning goes on with the last view (within --max-staleness)",
+    "replayed; no delete call goes out while the stream is down (it waits for the view to "
+    "catch up, up to 30 s)",
     signal='`ecr_cleanup_watch_restarts_total{kind="pods"}` +5, '
     '`ecr_cleanup_watch_relists_total{kind="pods"}` 0; log `...; retrying in`',
     recovery='`ecr_cleanup_watched_objects{kind="pods"}` equals the cluster; the 5 rollback '
@@ -509,7 +510,7 @@ for _expiry in EXPIRIES:
         )
         + "; a rollback pod created and a pod deleted in the gap",
         behaviour="LISTs again and replaces the source's objects in one step (the deleted pod "
-        "goes, the rollback pod comes); protects with the last view meanwhile",
+        "goes, the rollback pod comes); no delete call goes out until the re-list has landed",
         signal='`ecr_cleanup_watch_relists_total{kind="pods"}` +1; log `...; listing again in`',
         recovery="the view equals the cluster; the rollback image kept, the rest pruned",
     )(lambda: None)
@@ -565,9 +566,10 @@ GARBAGE = (
     "an object that is a string, no uid, binary), then a real rollback pod",
     behaviour="each bad line is logged and skipped; the stream stays open and the next real "
     "event is applied",
-    signal='`ecr_cleanup_watch_events_total{kind="pods"}` +7 with '
-    '`ecr_cleanup_watch_restarts_total{kind="pods"}` unchanged (no dedicated malformed-line '
-    "series); log `skipping a watch line that is not JSON`, `skipping a malformed watch event`",
+    signal='`ecr_cleanup_watch_malformed_total{kind="pods"}` +6, '
+    '`ecr_cleanup_watch_events_total{kind="pods"}` +7 with '
+    '`ecr_cleanup_watch_restarts_total{kind="pods"}` unchanged; log `skipping a watch line '
+    "that is not JSON`, `skipping a malformed watch event`",
     recovery="nothing to recover: the view stays trusted; the rollback image kept, the rest pruned",
 )
 def test_garbage_and_truncated_watch_lines(rig: Rig) -> None:
@@ -579,6 +581,7 @@ def test_garbage_and_truncated_watch_lines(rig: Rig) -> None:
     service.wait_until(lambda: kube.watch_count("pods") >= 1, 30, "the watch open")
     restarts = rig.metric("ecr_cleanup_watch_restarts_total", **PODS)
     events = rig.metric("ecr_cleanup_watch_events_total", **PODS) or 0
+    malformed = rig.metric("ecr_cleanup_watch_malformed_total", **PODS) or 0
     for line in GARBAGE:
         assert kube.inject_raw_event("pods", line) == 1
     rig.run_pod("rollback", "app", made[8])
@@ -586,6 +589,7 @@ def test_garbage_and_truncated_watch_lines(rig: Rig) -> None:
         service, "ecr_cleanup_watched_objects", lambda v: v == len(kube.list("pods")), kind="pods"
     )
     assert (rig.metric("ecr_cleanup_watch_events_total", **PODS) or 0) >= events + 7
+    assert rig.metric("ecr_cleanup_watch_malformed_total", **PODS) == malformed + len(GARBAGE)
     assert rig.metric("ecr_cleanup_watch_restarts_total", **PODS) == restarts
     assert rig.metric("ecr_cleanup_view_trusted") == 1
     assert service.count("skipping a watch line that is not JSON") >= 3
