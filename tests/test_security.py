@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.serving import IDLE_TIMEOUT
 from sandbox.ecrsim import ThreadedEcrSimulator
 from sandbox.kubesim import ThreadedKubeSimulator, pod, write_kubeconfig
 from sandbox.moto import ACCOUNT, REGION
@@ -435,9 +436,13 @@ def test_connections_are_capped_and_idle_ones_closed_so_descriptors_stay_bounded
     try:
         for _ in range(400):
             idle.append(socket.create_connection(("127.0.0.1", service.port), timeout=5))
-        time.sleep(0.5)
-        held = sockets_of(service.process.pid) - before
-        assert held <= 200, held  # not one descriptor per client
+        # not one descriptor per client: the ones over the cap are reset as the event loop
+        # accepts them, which a loaded machine does in batches, so this is polled, but only
+        # for less than IDLE_TIMEOUT (after which the idle close would empty it anyway)
+        deadline = time.monotonic() + IDLE_TIMEOUT - 2
+        while (held := sockets_of(service.process.pid) - before) > 200:
+            assert time.monotonic() < deadline, held
+            time.sleep(0.1)
         # the idle ones are closed within 10 s; then the probes answer again
         wait_until(
             lambda: sockets_of(service.process.pid) - before <= 5, 12, "idle connections closed"
