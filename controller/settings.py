@@ -391,7 +391,7 @@ class Settings:
     interval_jitter: float = DEFAULT_INTERVAL_JITTER
     # each wait is randomised by up to this fraction of `interval` (0..1)
     region: str | None = None
-    # AWS region; None = the AWS SDK's default chain (AWS_REGION, profile, IMDS)
+    # AWS region; None = AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1 (as the Go controller)
     registry_id: str | None = None
     # ECR registry (AWS account id); None = the credentials' account
     kubeconfig: str | None = None
