@@ -26,52 +26,10 @@ configuration (`interval_seconds`, `dry_run`) like the leader, and `last_success
 has led: dashboards and alerts take the newest success over the job (`max without (instance,
 pod)`), never per replica.
 
-Configuration (`configure`, once at start):
-
-    ecr_cleanup_interval_seconds                              gauge     the configured -interval
-    ecr_cleanup_dry_run                                       gauge     1 in dry-run mode
-
-Cycle (updated by `observe_cycle`; repository metrics only for repositories the cycle saw):
-
-    ecr_cleanup_cycles_total{result}                          counter   ok, failed, refused, stopped
-    ecr_cleanup_cycle_duration_seconds                        histogram cycles that ran (not refused)
-    ecr_cleanup_last_success_timestamp_seconds                gauge     end of the last ok cycle
-    ecr_cleanup_cycles_skipped_total{reason}                  counter   ticks skipped (`cycle_skipped`)
-    ecr_cleanup_images_deleted_total{repository}              counter   images deleted
-    ecr_cleanup_reclaimed_bytes_total{repository}             counter   bytes of the images deleted
-    ecr_cleanup_dry_run_would_delete_images{repository}       gauge     what a dry run would delete now
-    ecr_cleanup_dry_run_would_reclaim_bytes{repository}       gauge     their summed sizes
-    ecr_cleanup_images_vetoed_total{repository}               counter   kept: in use after planning
-    ecr_cleanup_image_delete_failures_total{repository, code} counter   images ECR refused to delete
-    ecr_cleanup_errors_total{repository, operation, code}     counter   failed repository prunes
-    ecr_cleanup_repository_images{repository}                 gauge     images after the last cycle
-    ecr_cleanup_repository_size_bytes{repository}             gauge     their summed sizes
-    ecr_cleanup_repository_max_images{repository}             gauge     its effective max-images
-    ecr_cleanup_protected_images{repository, reason}          gauge     protected in the last cycle
-    ecr_cleanup_held_back_images{repository}                  gauge     left by the deletion cap
-
-Watch (`watch_sources`, at scrape time; per source = source_cluster, kind, source_namespace,
-written {source} below):
-
-    ecr_cleanup_watch_events_total{source}      counter  watch events received
-    ecr_cleanup_watch_restarts_total{source}    counter  watch streams (re)opened
-    ecr_cleanup_watch_relists_total{source}     counter  LISTs after the first
-    ecr_cleanup_watch_malformed_total{source}   counter  malformed objects, references, lines skipped
-    ecr_cleanup_watch_synced{source}            gauge    1 once LISTed, until lost
-    ecr_cleanup_watch_connected{source}         gauge    1 while the stream is current
-    ecr_cleanup_watch_denied{source}            gauge    1 while answered 401/403
-    ecr_cleanup_watch_staleness_seconds{source} gauge    0 connected; +Inf never
-    ecr_cleanup_watched_objects{kind}                           gauge    objects in the in-use view
-    ecr_cleanup_images_in_use                                   gauge    distinct digests in use
-    ecr_cleanup_view_trusted                                    gauge    1 when deleting is allowed
-
-ECR and process:
-
-    ecr_cleanup_ecr_api_calls_total{operation}      counter  ECR API calls (`watch_ecr`)
-    ecr_cleanup_ecr_api_throttles_total{operation}  counter  throttled attempts (`watch_ecr`)
-                                                             (both 0 from the start for ECR_OPERATIONS)
-    ecr_cleanup_leader                              gauge    1 while this replica may prune
-    ecr_cleanup_build_info{version, python}         gauge    always 1
+Every metric, its labels and its meaning: the README's metric table, which
+tests/test_readme.py keeps equal to this registry (the one list; no copy here to drift).
+Configuration is set once by `configure`, cycle metrics by `observe_cycle`, watch metrics by
+`watch_sources` and ECR call metrics by `watch_ecr`, both at scrape time.
 """
 
 from __future__ import annotations
