@@ -50,6 +50,8 @@ def pruner(
     dry_run: bool = False,
     concurrency: int = 4,
     rules: Rules | None = None,
+    tracker: SourceTracker | None = None,
+    catch_up: float = 30.0,
 ) -> Pruner:
     return Pruner(
         ecr,
@@ -59,6 +61,8 @@ def pruner(
             rules_for=lambda _name: rules or Rules(max_images=10),
             dry_run=dry_run,
             concurrency=concurrency,
+            lagging=tracker.lagging if tracker is not None else lambda: None,
+            catch_up=catch_up,
         ),
     )
 
@@ -198,19 +202,9 @@ async def test_a_delete_call_waits_while_a_source_re_lists_and_sees_the_gap_s_po
         index.replace(PODS, {"rollback": References(frozenset({victim}))})
         tracker.listed(PODS, 2.0)
 
-    p = Pruner(
-        ecr,
-        index,
-        PruneOptions(
-            selection=RepositorySelection(("*",)),
-            rules_for=lambda _name: Rules(max_images=10),
-            dry_run=False,
-            lagging=tracker.lagging,
-        ),
-    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(re_list)
-        report = await cycle(p)
+        report = await cycle(pruner(ecr, index, tracker=tracker))
     (repo,) = report.repositories
     assert victim in ecr.repos["app"]
     assert repo.vetoed == 1
@@ -226,18 +220,7 @@ async def test_a_view_that_stays_behind_stops_the_repository_s_deletions() -> No
     tracker.disconnected(PODS, 1.0, "ConnectionResetError")
     index = InUseIndex()
     index.replace(PODS, {})
-    p = Pruner(
-        ecr,
-        index,
-        PruneOptions(
-            selection=RepositorySelection(("*",)),
-            rules_for=lambda _name: Rules(max_images=10),
-            dry_run=False,
-            lagging=tracker.lagging,
-            catch_up=0.2,
-        ),
-    )
-    report = await cycle(p)
+    report = await cycle(pruner(ecr, index, tracker=tracker, catch_up=0.2))
     (repo,) = report.repositories
     assert ecr.calls["BatchDeleteImage"] == 0
     assert repo.held_back == 10
