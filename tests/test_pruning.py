@@ -229,6 +229,35 @@ async def test_a_view_that_stays_behind_stops_the_repository_s_deletions() -> No
     )
 
 
+async def test_a_child_coming_into_use_mid_cycle_keeps_its_whole_index_group() -> None:
+    """The veto drops a batch's image with its whole index group (Plan.groups): a child that a
+    rollback starts running keeps its index and its siblings, as the plan would have."""
+    ecr = FakeEcr()
+    old = NOW - timedelta(days=30)
+    index_digest, child, sibling = dg(2, 1), dg(2, 2), dg(2, 3)
+    ecr.add(
+        "app",
+        *images(1, 12),
+        Image(digest=child, pushed_at=old, size_bytes=100),
+        Image(digest=sibling, pushed_at=old, size_bytes=100),
+        Image(digest=index_digest, pushed_at=old, size_bytes=1, children=(child, sibling)),
+    )
+    in_use = InUseIndex()
+    checks = 0
+
+    def gate() -> str | None:
+        nonlocal checks
+        checks += 1
+        if checks == 2:  # the first batch's check: the rollback lands just before it
+            in_use.upsert(PODS, "rollback", References(frozenset({child})))
+        return None
+
+    report = await cycle(pruner(ecr, in_use), gate)
+    (repo,) = report.repositories
+    assert {index_digest, child, sibling} <= set(ecr.repos["app"])
+    assert repo.vetoed == 3
+
+
 async def test_a_tag_coming_into_use_mid_cycle_protects_too() -> None:
     ecr = FakeEcr()
     ecr.add("app", *images(1, 210, tagged={15: "hotfix"}))
