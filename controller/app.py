@@ -282,25 +282,6 @@ def elector(
     return LeaderElector(clusters[0].api, config, on_change=metrics.set_leader)
 
 
-@dataclass
-class Liveness:
-    """Which long-running tasks are alive, for /healthz."""
-
-    running: set[str] = field(default_factory=set)
-    expected: set[str] = field(default_factory=set)
-
-    async def keep(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
-        self.expected.add(name)
-        self.running.add(name)
-        try:
-            await fn()
-        finally:
-            self.running.discard(name)
-
-    def healthy(self) -> bool:
-        return self.running == self.expected
-
-
 def readiness(view: View) -> str | None:
     unsynced = view.index.unsynced()
     return "not synced: " + ", ".join(str(s) for s in unsynced) if unsynced else None
@@ -319,7 +300,6 @@ class Service:
     stopping: anyio.Event
     view: View = field(default_factory=View)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    liveness: Liveness = field(default_factory=Liveness)
 
     def __post_init__(self) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
@@ -369,7 +349,6 @@ class Service:
                     serve,
                     sock,
                     registry=self.registry,
-                    healthy=self.liveness.healthy,
                     ready=lambda: readiness(view),
                 )
             )
@@ -385,8 +364,7 @@ class Service:
                         index=view.index,
                         tracker=view.tracker,
                     )
-                    name = f"watch {key}"
-                    inner.start_soon(self.liveness.keep, name, watcher.run, name=name)
+                    inner.start_soon(watcher.run, name=f"watch {key}")
 
                 async def scheduler() -> None:
                     await _cycles(
@@ -399,7 +377,7 @@ class Service:
                     )
                     inner.cancel_scope.cancel()  # stopping: the watchers are no longer needed
 
-                inner.start_soon(self.liveness.keep, "scheduler", scheduler, name="scheduler")
+                inner.start_soon(scheduler, name="scheduler")
             # the scheduler returned: no delete call is in flight any more, so the Lease can go
             log.info("no delete call in flight; stopping leader election and the HTTP server")
             outer.cancel_scope.cancel()

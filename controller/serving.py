@@ -1,5 +1,10 @@
 """The HTTP endpoints: /metrics for Prometheus, /healthz and /readyz for the kubelet's probes.
 
+/healthz says that the event loop answers, and nothing more. The watchers and the scheduler
+run on that loop and retry their failures on their own; one that fails for good ends the whole
+task group and the process, so no task can stop while the process runs on. What a restart can
+fix is a loop that no longer answers, and the kubelet sees that as a probe timeout.
+
 One aiohttp server inside the caller's task group (asyncio backend), until cancelled. The
 exposition is generated on the event loop, not in a thread: the scrape-time collectors read
 the in-use index and the source tracker, which only the loop's tasks change, so every
@@ -68,19 +73,17 @@ async def serve(
     sock: socket.socket,
     *,
     registry: CollectorRegistry,
-    healthy: Callable[[], bool],
     ready: Callable[[], str | None],
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve /metrics, /healthz and /readyz on the bound `sock` until cancelled.
 
-    `healthy()` says whether the process's long-running tasks are alive; `ready()` returns
-    why the controller is not ready yet (e.g. which sources have not synced), or None.
+    `ready()` returns why the controller is not ready yet (e.g. which sources have not synced), or None.
     Reports the bound port (useful with port 0) through `task_status.started`. The caller
     owns the socket and closes it.
     """
     runner = web.AppRunner(
-        _application(registry, healthy, ready),
+        _application(registry, ready),
         handle_signals=False,
         access_log_class=_DebugAccessLogger,
         access_log=log,
@@ -125,9 +128,7 @@ class _Refused(asyncio.Protocol):
         transport.abort()
 
 
-def _application(
-    registry: CollectorRegistry, healthy: Callable[[], bool], ready: Callable[[], str | None]
-) -> web.Application:
+def _application(registry: CollectorRegistry, ready: Callable[[], str | None]) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
         encode, content_type = choose_encoder(accept)
@@ -136,9 +137,7 @@ def _application(
         return response
 
     async def healthz(_request: web.Request) -> web.Response:
-        if healthy():
-            return web.Response(text="ok")
-        return web.Response(status=503, text="unhealthy: a long-running task has stopped")
+        return web.Response(text="ok")
 
     async def readyz(_request: web.Request) -> web.Response:
         reason = ready()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+import anyio
 import pytest
 
-from controller.app import _config_error, check_clusters, open_registry
+from controller.app import _config_error, check_clusters, open_registry, run_service
 from controller.clusters import Cluster
 from controller.settings import ConfigError, RepositorySelection, Settings
+from controller.watching import Watcher
+from sandbox.kubesim import ThreadedKubeSimulator, write_kubeconfig
 
 
 def settings(**fields: object) -> Settings:
@@ -42,3 +46,27 @@ def test_a_config_error_is_found_inside_task_group_exception_groups() -> None:
     nested = BaseExceptionGroup("outer", [ExceptionGroup("inner", [error])])
     assert _config_error(nested) is error
     assert _config_error(ExceptionGroup("other", [ValueError("no")])) is None
+
+
+async def test_a_watcher_that_fails_for_good_ends_the_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/healthz only says the event loop answers (controller.serving): that is truthful only
+    because no long-running task can stop while the process runs on. A watcher that raises
+    what it does not retry ends the task group, and with it the service."""
+
+    async def fails_for_good(_self: Watcher) -> None:
+        raise RuntimeError("a bug in the watcher")
+
+    monkeypatch.setattr(Watcher, "run", fails_for_good)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    kube = ThreadedKubeSimulator(token="t").start()
+    try:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"test": kube}, token="t")
+        service = settings(kubeconfig=str(kubeconfig), metrics_address="127.0.0.1:0")
+        with anyio.fail_after(30), pytest.raises(BaseExceptionGroup) as caught:
+            await run_service(service, anyio.Event())
+        assert caught.group_contains(RuntimeError, match="a bug in the watcher")
+    finally:
+        kube.stop()

@@ -28,15 +28,12 @@ async def running(
     registry: CollectorRegistry,
     *,
     address: str = "127.0.0.1:0",
-    healthy: Callable[[], bool] = lambda: True,
     ready: Callable[[], str | None] = lambda: None,
 ) -> AsyncIterator[str]:
     """The server in a task group; yields its base URL; cancelled on exit."""
     with await listen(address) as sock:
         async with anyio.create_task_group() as tg:
-            port = await tg.start(
-                partial(serve, sock, registry=registry, healthy=healthy, ready=ready)
-            )
+            port = await tg.start(partial(serve, sock, registry=registry, ready=ready))
             yield f"http://127.0.0.1:{port}"
             tg.cancel_scope.cancel()
 
@@ -103,16 +100,16 @@ async def test_metrics_are_gzipped_when_accepted(registry: CollectorRegistry) ->
 # -- probes -----------------------------------------------------------------------------------
 
 
-async def test_healthz_follows_the_healthy_callable(registry: CollectorRegistry) -> None:
-    alive = [True]
-    async with running(registry, healthy=lambda: alive[0]) as url:
-        ok = await get(url + "/healthz")
-        alive[0] = False
-        failing = await get(url + "/healthz")
+async def test_healthz_answers_while_the_controller_is_not_ready(
+    registry: CollectorRegistry,
+) -> None:
+    """Liveness is not readiness: a controller still listing its sources must not be killed."""
+    async with running(registry, ready=lambda: "not synced: prod/pods") as url:
+        health = await get(url + "/healthz")
+        ready = await get(url + "/readyz")
 
-    assert ok[0] == 200
-    assert ok[2] == "ok"
-    assert failing[0] == 503
+    assert (health[0], health[2]) == (200, "ok")
+    assert ready[0] == 503
 
 
 async def test_readyz_says_what_is_not_ready(registry: CollectorRegistry) -> None:
@@ -197,7 +194,6 @@ async def test_cancellation_shuts_down_fast_despite_open_connections(
                         serve,
                         sock,
                         registry=registry,
-                        healthy=lambda: True,
                         ready=lambda: None,
                     )
                 )
