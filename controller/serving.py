@@ -33,6 +33,8 @@ from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from controller.settings import split_address
+
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 0.25
@@ -50,22 +52,13 @@ MAX_CONNECTIONS = 128
 """Open connections at most (the probes and a few scrapers need a handful); more are reset."""
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """`host:port`, `[v6]:port` or `:port` (all interfaces) into host ("" = all) and port."""
-    host, colon, port = address.strip().rpartition(":")
-    if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected host:port or :port, got {address!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
-
-
 async def listen(address: str) -> socket.socket:
     """A socket bound to `address` (`host:port`, `[v6]:port` or `:port`); raises OSError.
 
     Bound before anything else starts, so that a port in use or an address this host does not
-    have is a start-up error naming the address, not a failure deep inside the task group."""
-    host, port = split_address(address)
+    have is a start-up error naming the address, not a failure deep inside the task group.
+    Port 0 binds any free port (the tests' servers); `--metrics-address` never allows it."""
+    host, port = split_address(address, ephemeral=True)
     return await _listen(host, port)
 
 

@@ -258,17 +258,26 @@ def parse_workload_kinds(text: str, *, field: str = "workloads") -> frozenset[st
 
 def parse_address(text: str, *, field: str = "address") -> str:
     """A listen address `host:port` or `:port` (IPv6 hosts in brackets); the port is checked."""
+    split_address(text, field=field)
+    return text.strip()
+
+
+def split_address(text: str, *, field: str = "address", ephemeral: bool = False) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `:port` into the host ("" = all interfaces, IPv6 without its
+    brackets) and the port. Port 0 (any free port, told once bound) only with `ephemeral`: the
+    tests' servers ask for it, a flag never does."""
     value = text.strip()
     host, colon, port = value.rpartition(":")
     expected = "expected host:port or :port"
     if not colon:
         raise ConfigError(field, f"{expected}, got {text!r}")
-    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        raise ConfigError(field, f"{expected} with a port from 1 to 65535, got {text!r}")
+    lowest = 0 if ephemeral else 1
+    if not (port.isascii() and port.isdigit() and lowest <= int(port) <= 65535):
+        raise ConfigError(field, f"{expected} with a port from {lowest} to 65535, got {text!r}")
     bracketed = host.startswith("[") and host.endswith("]")
     if any(c.isspace() for c in host) or (":" in host and not bracketed):
         raise ConfigError(field, f"{expected} (IPv6 hosts in brackets), got {text!r}")
-    return value
+    return (host[1:-1] if bracketed else host), int(port)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import anyio.lowlevel
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from controller.serving import listen, serve, split_address
+from controller.serving import listen, serve
+from controller.settings import ConfigError, split_address
 
 
 @pytest.fixture
@@ -154,13 +155,21 @@ async def test_only_get_is_allowed(registry: CollectorRegistry) -> None:
     ],
 )
 def test_split_address(address: str, expected: tuple[str, int]) -> None:
-    assert split_address(address) == expected
+    assert split_address(address, ephemeral=True) == expected
 
 
-@pytest.mark.parametrize("address", ["8080", "host:", "host:http", ":70000"])
+@pytest.mark.parametrize("address", ["8080", "host:", "host:http", ":70000", "::1:8080"])
 def test_split_address_rejects(address: str) -> None:
-    with pytest.raises(ValueError, match="host:port"):
-        split_address(address)
+    with pytest.raises(ConfigError, match="host:port"):
+        split_address(address, ephemeral=True)
+
+
+def test_port_0_is_for_the_tests_servers_only() -> None:
+    """One parser for the flag and for listen(): they differ only in port 0, which the flag
+    refuses (the port would be unknown to the probes and the Service)."""
+    with pytest.raises(ConfigError, match="a port from 1 to 65535"):
+        split_address("localhost:0", field="--metrics-address")
+    assert split_address("localhost:0", ephemeral=True) == ("localhost", 0)
 
 
 async def test_colon_port_listens_on_all_interfaces(registry: CollectorRegistry) -> None:
