@@ -38,7 +38,7 @@ from prometheus_client import (
 from controller.clusters import Cluster, connect
 from controller.ecr import AioEcr, check_profile, known_region, open_ecr
 from controller.inventory import InUseIndex, SourceKey
-from controller.leadership import AlwaysLeader, ElectionConfig, LeaderElector
+from controller.leadership import AlwaysLeader, ElectionConfig, LeaderElector, Leadership
 from controller.metrics import Metrics
 from controller.pruning import CycleReport, PruneOptions, Pruner
 from controller.report import render
@@ -254,9 +254,7 @@ def lease_identity() -> str:
     return f"{os.environ.get('HOSTNAME') or socket.gethostname()}_{secrets.token_hex(4)}"
 
 
-def elector(
-    settings: Settings, clusters: list[Cluster], metrics: Metrics
-) -> LeaderElector | AlwaysLeader:
+def elector(settings: Settings, clusters: list[Cluster], metrics: Metrics) -> Leadership:
     if not settings.leader_elect:
         metrics.set_leader(True)
         return AlwaysLeader()
@@ -389,7 +387,7 @@ async def _cycles(
     ecr: AioEcr,
     *,
     metrics: Metrics,
-    leader: LeaderElector | AlwaysLeader,
+    leader: Leadership,
     stopping: anyio.Event,
 ) -> None:
     pruner = Pruner(ecr, view.index, prune_options(settings, view))
