@@ -223,7 +223,6 @@ class InUseIndex:
         self._digests: Counter[Digest] = Counter()
         self._tags: dict[RepositoryId, Counter[str]] = {}
         # per repository, the tags in use: a listing of one repository asks one mapping
-        self._generation = 0
 
     # -- sources ------------------------------------------------------------------------------
 
@@ -249,11 +248,6 @@ class InUseIndex:
     def object_count(self, *, kind: str | None = None) -> int:
         return sum(len(objs) for src, objs in self._objects.items() if kind in (None, src.kind))
 
-    @property
-    def generation(self) -> int:
-        """Bumped whenever the set of digests or tags in use may have changed."""
-        return self._generation
-
     # -- updates ------------------------------------------------------------------------------
 
     def upsert(self, source: SourceKey, uid: str, refs: References) -> bool:
@@ -265,7 +259,6 @@ class InUseIndex:
         objects[uid] = self._acquire(refs)
         if old is not None:
             self._release(old)
-        self._generation += 1
         return True
 
     def delete(self, source: SourceKey, uid: str) -> bool:
@@ -274,7 +267,6 @@ class InUseIndex:
         if old is None:
             return False
         self._release(old)
-        self._generation += 1
         return True
 
     def replace(self, source: SourceKey, objects: Mapping[str, References]) -> None:
@@ -290,7 +282,6 @@ class InUseIndex:
             self._release(refs)
         self._objects[source] = new
         self._synced.add(source)
-        self._generation += 1
 
     def mark_unsynced(self, source: SourceKey) -> None:
         """A source lost its view and must LIST again before it can be trusted."""
