@@ -12,7 +12,9 @@ ECR behaviour that moto does not model:
 * the 100-id limit of ``BatchDeleteImage``/``BatchGetImage`` and the 100-name limit
   of ``DescribeRepositories``;
 * ``lastRecordedPullTime`` and millisecond-precision ``imagePushedAt``;
-* the exact ``BatchDeleteImage`` answer (one entry per deleted tag).
+* the exact ``BatchDeleteImage`` answer (one entry per deleted tag);
+* OCI 1.1 artifacts: a manifest's ``subject`` is reported as ``subjectManifestDigest``
+  (``add_artifact`` pushes a signature), and every image has an ``imageStatus``.
 
 One simulator is one registry (``account``, ``region``).  State is seeded and
 inspected in-process (``create_repository``, ``add_image``, ``add_index``, ...),
@@ -214,6 +216,8 @@ class ImageView:
     size: int
     media_type: str
     last_pulled_at: datetime | None
+    subject: str | None = None
+    status: str = "ACTIVE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +246,9 @@ class _Image:
     tags: list[str] = field(default_factory=list)
     children: tuple[str, ...] = ()
     last_pulled_at: datetime | None = None
+    subject: str | None = None
+    status: str = "ACTIVE"
+    # ACTIVE, ARCHIVED or ACTIVATING (the storage class: UpdateImageStorageClass)
 
     @property
     def is_index(self) -> bool:
@@ -349,6 +356,35 @@ def _json_text(document: Mapping[str, Any]) -> str:
     return json.dumps(document, indent=3)
 
 
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+
+
+def build_artifact_manifest(
+    *,
+    subject: str,
+    artifact_type: str = "application/vnd.dev.cosign.artifact.sig.v1+json",
+    seed: str = "",
+    size: int = 1024,
+) -> str:
+    """An OCI 1.1 artifact manifest (a signature, an SBOM, an attestation) whose `subject` is
+    the image digest `subject`: what `cosign sign` with the referrers API and `notation sign`
+    push. ECR reports the subject as the artifact's `subjectManifestDigest`."""
+    payload = hashlib.sha256(f"artifact:{subject}:{artifact_type}:{seed}".encode()).hexdigest()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {
+            "mediaType": EMPTY_CONFIG,
+            "size": 2,
+            "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest(),
+        },
+        "layers": [{"mediaType": artifact_type, "size": size, "digest": "sha256:" + payload}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": 1000},
+    }
+    return _json_text(manifest)
+
+
 def build_image_manifest(
     *,
     config_seed: str,
@@ -396,6 +432,18 @@ class _Parsed:
     artifact_media_type: str | None
     layer_size: int
     children: tuple[str, ...]
+    subject: str | None = None
+    # OCI 1.1 `subject.digest`: the image this artifact (a signature, an SBOM) refers to
+
+
+def _subject(document: Mapping[str, Any]) -> str | None:
+    subject = document.get("subject")
+    if subject is None:
+        return None
+    digest = subject.get("digest") if isinstance(subject, dict) else None
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise _invalid("ImageManifest", "subject needs a valid digest")
+    return digest
 
 
 def _parse_manifest(manifest: str, declared: str | None) -> _Parsed:
@@ -421,6 +469,7 @@ def _parse_manifest(manifest: str, declared: str | None) -> _Parsed:
             "InvalidParameterException",
             "image manifest media type not provided in manifest or imageManifestMediaType",
         )
+    subject = _subject(document)
     if media_type in INDEX_MEDIA_TYPES:
         entries = document.get("manifests")
         if not isinstance(entries, list):
@@ -432,7 +481,7 @@ def _parse_manifest(manifest: str, declared: str | None) -> _Parsed:
                 raise _invalid("ImageManifest", "every manifests[] entry needs a valid digest")
             if digest not in children:
                 children.append(digest)
-        return _Parsed(media_type, None, 0, tuple(children))
+        return _Parsed(media_type, None, 0, tuple(children), subject)
     if media_type in IMAGE_MEDIA_TYPES:
         config = document.get("config")
         layers = document.get("layers")
@@ -445,7 +494,9 @@ def _parse_manifest(manifest: str, declared: str | None) -> _Parsed:
                 raise _invalid("ImageManifest", "every layers[] entry needs a size")
             total += size
         artifact = config.get("mediaType")
-        return _Parsed(media_type, artifact if isinstance(artifact, str) else None, total, ())
+        return _Parsed(
+            media_type, artifact if isinstance(artifact, str) else None, total, (), subject
+        )
     raise EcrError(
         "InvalidParameterException",
         f"Invalid parameter at 'imageManifestMediaType': unsupported media type '{media_type}'",
@@ -776,6 +827,25 @@ class EcrRegistry:
                 image.last_pulled_at = _to_ms(last_pulled_at)
             return image.digest
 
+    def add_artifact(
+        self,
+        repo: str,
+        subject: str,
+        *,
+        artifact_type: str = "application/vnd.dev.cosign.artifact.sig.v1+json",
+        tags: Iterable[str] = (),
+        pushed_at: datetime | None = None,
+    ) -> str:
+        """Store an OCI 1.1 artifact (a signature, an SBOM) whose subject is the digest
+        ``subject`` and return its digest. As in ECR, the subject need not be in ``repo``:
+        a signature may be stored apart from its image (cosign's COSIGN_REPOSITORY)."""
+        with self._lock:
+            repository = self._repository(repo)
+            manifest = build_artifact_manifest(
+                subject=subject, artifact_type=artifact_type, seed=str(self._next_seq())
+            )
+            return self._store(repository, manifest, None, list(tags), pushed_at).digest
+
     def add_index(
         self,
         repo: str,
@@ -832,6 +902,8 @@ class EcrRegistry:
                     size=self._size(repository, image),
                     media_type=image.media_type,
                     last_pulled_at=image.last_pulled_at,
+                    subject=image.subject,
+                    status=image.status,
                 )
                 for image in repository.images.values()
             ]
@@ -945,6 +1017,7 @@ class EcrRegistry:
                 pushed_at=when,
                 seq=self._next_seq(),
                 children=parsed.children,
+                subject=parsed.subject,
             )
             repository.images[digest] = image
         for tag in new_tags:
@@ -1180,6 +1253,9 @@ class EcrRegistry:
             detail["artifactMediaType"] = image.artifact_media_type
         if image.last_pulled_at is not None:
             detail["lastRecordedPullTime"] = _epoch(image.last_pulled_at)
+        if image.subject is not None:
+            detail["subjectManifestDigest"] = image.subject
+        detail["imageStatus"] = image.status
         return detail
 
     # ------------------------------------------------------------- operations
