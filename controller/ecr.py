@@ -29,7 +29,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from pathlib import Path
+from typing import Any, Final, Protocol, TypeVar
 
 import aioboto3
 import aiobotocore
@@ -38,6 +39,7 @@ import botocore
 import botocore.session
 import orjson
 from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 from botocore.retries import standard
 
@@ -48,6 +50,14 @@ from controller.policy import Image
 from controller.settings import ConfigError
 
 log = logging.getLogger(__name__)
+
+ECR_MODEL: Final = Path(__file__).with_name("data")
+"""A botocore data directory holding the ECR service model of a newer botocore than aioboto3
+pins (controller/data/ecr/PROVENANCE.json names it; scripts/vendor_ecr_model.py generates it).
+The gateway's own session reads it before botocore's data, so that its clients know
+UpdateImageStorageClass, ListImageReferrers and the ImageDetail fields imageStatus,
+subjectManifestDigest, lastArchivedAt and lastActivatedAt. No process-wide setting changes
+(AWS_DATA_PATH): other botocore sessions in the process keep the installed model."""
 
 DESCRIBE_PAGE = 1000  # DescribeImages maxResults upper bound
 ID_BATCH = 100  # BatchGetImage / BatchDeleteImage / DescribeRepositories names per call
@@ -627,7 +637,7 @@ async def open_ecr(
     reading = AioConfig(retries={"mode": "adaptive", "max_attempts": SDK_MAX_RETRIES}, **common)
     deleting = AioConfig(retries={"mode": "standard", "total_max_attempts": 1}, **common)
     try:
-        session = aioboto3.Session()
+        session = new_session()
     except ProfileNotFound as exc:
         raise ConfigError("AWS_PROFILE", f"{exc}: check AWS_PROFILE and ~/.aws/config") from None
     async with AsyncExitStack() as stack:
@@ -648,6 +658,14 @@ async def open_ecr(
             call_budget=call_budget,
             max_in_flight=concurrency,
         )
+
+
+def new_session() -> aioboto3.Session:
+    """An aioboto3 session whose data loader reads `ECR_MODEL` first (raises ProfileNotFound
+    for an AWS_PROFILE the config files do not have, as aioboto3.Session() does)."""
+    core = AioSession()
+    core.get_component("data_loader").search_paths.insert(0, str(ECR_MODEL))
+    return aioboto3.Session(botocore_session=core)
 
 
 def check_profile() -> None:

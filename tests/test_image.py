@@ -338,6 +338,35 @@ def test_image_help_runs_as_65532_on_a_read_only_root(image: Image) -> None:
     assert re.fullmatch(r"modules \d+ without pyc \[\]", lines[4]), lines[4]  # compiled at build
 
 
+def test_image_s_gateway_reads_the_shipped_ecr_model(image: Image) -> None:
+    """controller/data (the newer ECR model) is package data: the wheel, and so the image,
+    carry it, and the gateway's session reads it there."""
+    probe = subprocess.run(
+        [
+            *image.bwrap(),
+            "/opt/venv/bin/python",
+            "-c",
+            "import asyncio\n"
+            "from controller.ecr import ECR_MODEL, new_session\n"
+            "async def main():\n"
+            "    async with new_session().client('ecr', region_name='us-east-1',\n"
+            "            aws_access_key_id='t', aws_secret_access_key='t') as client:\n"
+            "        names = set(client.meta.service_model.operation_names)\n"
+            "    print(ECR_MODEL, sorted(names & {'UpdateImageStorageClass', 'ListImageReferrers'}))\n"
+            "asyncio.run(main())\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert (
+        probe.stdout.split(" ", 1)[1].strip() == "['ListImageReferrers', 'UpdateImageStorageClass']"
+    )
+    assert probe.stdout.startswith("/opt/venv/lib/"), probe.stdout  # installed, not a checkout
+
+
 def kubeconfig_dir(world: World, tmp_path: Path) -> Path:
     directory = tmp_path / "mnt"
     directory.mkdir()
