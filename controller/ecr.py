@@ -555,6 +555,10 @@ def _image(raw: object) -> Image:
     size = get("imageSizeInBytes")
     media = get("imageManifestMediaType")
     pulled = get("lastRecordedPullTime")
+    subject = get("subjectManifestDigest")
+    if subject is not None and (type(subject) is not str or not is_digest(subject)):
+        # whose artifact it is decides whether it may go: never guess
+        raise MalformedResponse("DescribeImages", f"{digest}: subjectManifestDigest {subject!r}")
     return Image(
         Digest(digest),
         pushed,
@@ -563,6 +567,7 @@ def _image(raw: object) -> Image:
         None if pulled is None else _timestamp(pulled),
         (),
         media if type(media) is str else None,
+        None if subject is None else Digest(subject),
     )
 
 

@@ -162,6 +162,13 @@ class Metrics:
             "Images in the repository as the last cycle left it (a dry run deletes nothing).",
             repo,
         )
+        self._repository_artifacts = gauge(
+            "repository_artifacts",
+            "Attached artifacts (signatures, attestations, SBOMs) in the repository as the last "
+            "cycle left it: among repository_images, but not counted toward max-images nor in "
+            "protected_images.",
+            repo,
+        )
         self._repository_bytes = gauge(
             "repository_size_bytes",
             "Sum of the ECR sizes of the repository's images as the last cycle left it "
@@ -258,6 +265,8 @@ class Metrics:
         else:
             images, size = report.images_after, max(0, report.bytes_total - deleted_bytes)
         self._repository_images.labels(name).set(images)
+        artifacts = report.artifacts - (0 if dry_run else report.artifacts_deleted)
+        self._repository_artifacts.labels(name).set(artifacts)
         self._repository_bytes.labels(name).set(size)
         if self._limit_of is not None:
             self._repository_limit.labels(name).set(self._limit_of(name))
@@ -284,6 +293,7 @@ class Metrics:
         """Drop the gauges of a repository no longer selected, or no longer ours (counters stay)."""
         gauges = (
             self._repository_images,
+            self._repository_artifacts,
             self._repository_bytes,
             self._repository_limit,
             self._held_back,

@@ -30,6 +30,9 @@ class Rules:
     # images whose lastRecordedPullTime is within this window are kept
     max_deletions_per_cycle: int | None = None
     # optional safety valve: at most this many deletions per repository per cycle
+    delete_orphaned_artifacts: bool = False
+    # delete an attached artifact whose subject is in none of the repository's images (off:
+    # signatures may be stored apart from their images, cosign's COSIGN_REPOSITORY)
 
 
 class Action(StrEnum):
@@ -56,6 +59,10 @@ class Reason(StrEnum):
     # a child manifest of an index that is kept
     INDEX_PARENT = "index-parent"
     # an index (or sibling) linked to a protected manifest: index and children go together
+    ARTIFACT_OF_KEPT = "artifact-of-kept"
+    # a signature, attestation or SBOM whose subject is kept, or in use
+    SUBJECT_ELSEWHERE = "subject-not-here"
+    # an attached artifact whose subject is not in this repository: left alone
     # -- not protected: kept only because the repository is within its budget
     WITHIN_COUNT = "within-count"
     # among the newest `max-images`
@@ -66,6 +73,10 @@ class Reason(StrEnum):
     # oldest unprotected image beyond `max-images`
     CHILD_OF_DELETED = "child-of-deleted-index"
     # a child manifest referenced only by indexes being deleted
+    ARTIFACT_OF_DELETED = "artifact-of-deleted"
+    # an attached artifact whose subjects are all deleted in this cycle: it goes after them
+    ORPHANED_ARTIFACT = "orphaned-artifact"
+    # an attached artifact whose subject is not in the repository (--delete-orphaned-artifacts)
 
 
 PROTECTING = frozenset(
@@ -78,6 +89,8 @@ PROTECTING = frozenset(
         Reason.RECENTLY_PULLED,
         Reason.INDEX_CHILD,
         Reason.INDEX_PARENT,
+        Reason.ARTIFACT_OF_KEPT,
+        Reason.SUBJECT_ELSEWHERE,
     }
 )
 
@@ -98,6 +111,27 @@ class Image:
     children: tuple[Digest, ...] = ()
     # for an image index (manifest list): the digests of the manifests it references
     media_type: str | None = None
+    subject: Digest | None = None
+    # OCI 1.1 subjectManifestDigest: the image this artifact (signature, SBOM, ...) belongs to
+
+
+_COSIGN_TAG = re.compile(r"sha256-([0-9a-f]{64})\.(?:sig|att|sbom)")
+
+
+def subjects_of(image: Image) -> frozenset[Digest]:
+    """The images `image` is attached to: its `subject`, and the digests its tags name when
+    every tag is a cosign-scheme tag (`sha256-<hex>.sig`, `.att`, `.sbom`). Empty: not an
+    attached artifact."""
+    found: set[Digest] = set()
+    if image.subject is not None:
+        found.add(image.subject)
+    tags = image.tags
+    if tags and tags[0].startswith("sha256-"):  # the common case leaves on the prefix
+        named = [_COSIGN_TAG.fullmatch(tag) for tag in tags]
+        if all(named):
+            found.update(Digest("sha256:" + match[1]) for match in named if match)
+    found.discard(image.digest)
+    return frozenset(found)
 
 
 @dataclass(slots=True)
@@ -124,8 +158,14 @@ class Plan:
     delete_waves: tuple[tuple[Digest, ...], ...]
     # the deletions in the order ECR accepts them: indexes in an earlier wave than their children
     groups: Mapping[Digest, frozenset[Digest]] = field(default_factory=dict)
-    # each deletion linked by index edges to others, mapped to its whole group (itself included):
-    # the group goes as a whole or stays as a whole. A deletion absent from it stands alone.
+    # each deletion linked by index edges or artifact-to-subject edges to others, mapped to its
+    # whole group (itself included): the group goes as a whole or stays as a whole. A deletion
+    # absent from it stands alone.
+    after: Mapping[Digest, frozenset[Digest]] = field(default_factory=dict)
+    # each attached artifact deleted with its subjects, mapped to them: it is sent only once
+    # they are gone (a subject whose deletion failed keeps its signature)
+    artifacts: frozenset[Digest] = frozenset()
+    # the attached artifacts among the images: they do not count toward max-images
 
     @property
     def deletions(self) -> tuple[Decision, ...]:
@@ -135,10 +175,14 @@ class Plan:
     def kept(self) -> tuple[Decision, ...]:
         return tuple(d for d in self.decisions if d.action is Action.KEEP)
 
-    def count_by_reason(self) -> dict[Reason, int]:
+    def count_by_reason(self, *, artifacts: bool = False) -> dict[Reason, int]:
+        """Decisions by reason: of the images (counted toward max-images), or of the attached
+        artifacts, which are counted apart."""
         counts: dict[Reason, int] = {}
+        chosen = self.artifacts
         for decision in self.decisions:
-            counts[decision.reason] = counts.get(decision.reason, 0) + 1
+            if (decision.image.digest in chosen) is artifacts:
+                counts[decision.reason] = counts.get(decision.reason, 0) + 1
         return counts
 
 
@@ -205,6 +249,12 @@ def plan(
     `max_images` but are never deleted. Unprotected groups are deleted oldest first (a
     group is as young as its youngest member; digest breaks ties) until the repository
     fits, or until `max_deletions_per_cycle` would be exceeded.
+
+    Attached artifacts (signatures, attestations, SBOMs: `subjects_of`) follow their subject:
+    they do not count toward `max_images`, they stay while any subject stays (or is in use),
+    and they are deleted with their subjects, after them, in the same group. One whose
+    subject is not in the repository is left alone unless `delete_orphaned_artifacts`. An
+    artifact that is itself an index or an index's child stays in the index graph instead.
     """
     by_digest: dict[Digest, Image] = {}
     for image in images:
@@ -219,21 +269,23 @@ def plan(
         if found is not None:
             direct[digest] = found
 
+    artifacts = _artifacts(by_digest)
+    primary = {d: i for d, i in by_digest.items() if d not in artifacts} if artifacts else by_digest
     # newest first, digest as the tie-breaker: the order of the decisions, and reversed, the
     # order in which single images (the common case: no index) are considered for deletion
     newest_first = sorted(by_digest, key=lambda d: (by_digest[d].pushed_at, d), reverse=True)
-    indexes = any(image.children for image in by_digest.values())
+    indexes = any(image.children for image in primary.values())
     if indexes:
-        groups = _groups(by_digest)
+        groups = _groups(primary)
 
         def age_key(group: tuple[Digest, ...]) -> tuple[datetime, Digest]:
             return max(by_digest[d].pushed_at for d in group), min(group)
 
         oldest_groups: Iterable[tuple[Digest, ...]] = sorted(groups, key=age_key)
     else:
-        oldest_groups = ((d,) for d in reversed(newest_first))
+        oldest_groups = ((d,) for d in reversed(newest_first) if d not in artifacts)
 
-    budget = len(by_digest) - rules.max_images
+    budget = len(primary) - rules.max_images
     cap = rules.max_deletions_per_cycle
     decided: dict[Digest, tuple[Action, Reason, str]] = {}
     keep_within = (Action.KEEP, Reason.WITHIN_COUNT, "")
@@ -278,6 +330,24 @@ def plan(
             reason = Reason.CHILD_OF_DELETED if digest in children else Reason.OVER_COUNT
             decided[digest] = (Action.DELETE, reason, "")
 
+    after: dict[Digest, frozenset[Digest]] = {}
+    if artifacts:
+        _decide_artifacts(
+            artifacts,
+            by_digest,
+            direct,
+            decided,
+            in_use,
+            rules,
+            room=None if cap is None else (0 if capped else cap - deleted),
+        )
+        for digest, subjects in artifacts.items():
+            if decided[digest][0] is Action.DELETE:
+                gone_first = frozenset(s for s in subjects if s in by_digest)
+                if gone_first:
+                    after[digest] = gone_first
+        linked_groups = _merge_groups(linked_groups, after)
+
     decisions = []
     doomed: list[Digest] = []
     delete = Action.DELETE
@@ -286,10 +356,109 @@ def plan(
         decisions.append(Decision(by_digest[digest], action, reason, detail))
         if action is delete:
             doomed.append(digest)
-    if not indexes:  # one wave, oldest first: the reverse of the decisions' order
+    if not indexes and not artifacts:  # one wave, oldest first: the decisions' order reversed
         doomed.reverse()
         return Plan(tuple(decisions), (tuple(doomed),) if doomed else ())
-    return Plan(tuple(decisions), _waves(set(doomed), by_digest), linked_groups)
+    return Plan(
+        tuple(decisions),
+        _waves(set(doomed), by_digest, after),
+        linked_groups,
+        after,
+        frozenset(artifacts),
+    )
+
+
+def _artifacts(by_digest: Mapping[Digest, Image]) -> dict[Digest, frozenset[Digest]]:
+    """Each attached artifact outside the index graph, mapped to its subjects."""
+    found = {d: subjects for d, image in by_digest.items() if (subjects := subjects_of(image))}
+    if not found:
+        return found
+    in_graph = {c for image in by_digest.values() for c in image.children}
+    return {
+        d: subjects
+        for d, subjects in found.items()
+        if not by_digest[d].children and d not in in_graph
+    }
+
+
+def _decide_artifacts(
+    artifacts: Mapping[Digest, frozenset[Digest]],
+    by_digest: Mapping[Digest, Image],
+    direct: Mapping[Digest, tuple[Reason, str]],
+    decided: dict[Digest, tuple[Action, Reason, str]],
+    in_use: InUse,
+    rules: Rules,
+    *,
+    room: int | None,
+) -> None:
+    """Decide every artifact once its subjects are decided (a signature of an attestation
+    waits for the attestation). Orphans deleted count toward the cap's `room`; artifacts that
+    follow a deleted subject do not: they go with it."""
+    orphans = 0
+    resolving: set[Digest] = set()
+
+    def decide(digest: Digest) -> tuple[Action, Reason, str]:
+        nonlocal orphans
+        if digest in decided:
+            return decided[digest]
+        if digest in resolving:  # content addressing makes a cycle impossible; never guess
+            return (Action.KEEP, Reason.SUBJECT_ELSEWHERE, "subject cycle")
+        resolving.add(digest)
+        found = direct.get(digest)
+        subjects = sorted(artifacts[digest])
+        present = [s for s in subjects if s in by_digest]
+        absent = [s for s in subjects if s not in by_digest]
+        if found is not None:
+            outcome = (Action.KEEP, *found)
+        elif kept := next((s for s in present if decide(s)[0] is Action.KEEP), None):
+            outcome = (Action.KEEP, Reason.ARTIFACT_OF_KEPT, kept)
+        elif used := next((s for s in absent if in_use.digest_in_use(s)), None):
+            outcome = (Action.KEEP, Reason.ARTIFACT_OF_KEPT, f"{used} in use")
+        elif absent and not rules.delete_orphaned_artifacts:
+            outcome = (Action.KEEP, Reason.SUBJECT_ELSEWHERE, absent[0])
+        elif present:
+            outcome = (Action.DELETE, Reason.ARTIFACT_OF_DELETED, present[0])
+        elif room is not None and orphans >= room:
+            outcome = (Action.KEEP, Reason.DELETION_CAP, f"cap {rules.max_deletions_per_cycle}")
+        else:
+            orphans += 1
+            outcome = (Action.DELETE, Reason.ORPHANED_ARTIFACT, absent[0])
+        resolving.discard(digest)
+        decided[digest] = outcome
+        return outcome
+
+    for digest in sorted(artifacts, key=lambda d: (by_digest[d].pushed_at, d)):  # oldest first
+        decide(digest)
+
+
+def _merge_groups(
+    linked: Mapping[Digest, frozenset[Digest]], after: Mapping[Digest, frozenset[Digest]]
+) -> dict[Digest, frozenset[Digest]]:
+    """The deletion groups with each artifact joined to its subjects' groups."""
+    parent: dict[Digest, Digest] = {}
+
+    def find(d: Digest) -> Digest:
+        parent.setdefault(d, d)
+        while parent[d] != d:
+            parent[d] = parent[parent[d]]
+            d = parent[d]
+        return d
+
+    def union(a: Digest, b: Digest) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    for digest, group in linked.items():
+        for member in group:
+            union(digest, member)
+    for artifact, subjects in after.items():
+        for subject in subjects:
+            union(artifact, subject)
+    members: dict[Digest, set[Digest]] = {}
+    for digest in parent:
+        members.setdefault(find(digest), set()).add(digest)
+    return {d: frozenset(group) for group in members.values() for d in group if len(group) > 1}
 
 
 def _groups(by_digest: Mapping[Digest, Image]) -> list[tuple[Digest, ...]]:
@@ -326,19 +495,25 @@ def _linked_reason(
 
 
 def _waves(
-    doomed: set[Digest], by_digest: Mapping[Digest, Image]
+    doomed: set[Digest],
+    by_digest: Mapping[Digest, Image],
+    after: Mapping[Digest, frozenset[Digest]],
 ) -> tuple[tuple[Digest, ...], ...]:
-    """Order deletions so no manifest goes in the same call as, or before, an index naming it."""
-    referenced_by: dict[Digest, set[Digest]] = {d: set() for d in doomed}
+    """Order deletions so no manifest goes in the same call as, or before, an index naming it,
+    and no artifact in the same call as, or before, its subject."""
+    first: dict[Digest, set[Digest]] = {d: set() for d in doomed}
+    # each deletion, mapped to the deletions that must be done before it
     for digest in doomed:
         for child in by_digest[digest].children:
-            if child in referenced_by:
-                referenced_by[child].add(digest)
+            if child in first:
+                first[child].add(digest)
+    for artifact, subjects in after.items():
+        first[artifact].update(s for s in subjects if s in first)
     waves: list[tuple[Digest, ...]] = []
     remaining = set(doomed)
     while remaining:
         wave = sorted(
-            (d for d in remaining if not (referenced_by[d] & remaining)),
+            (d for d in remaining if not (first[d] & remaining)),
             key=lambda d: (by_digest[d].pushed_at, d),
         )
         if not wave:  # a reference cycle cannot come from ECR; refuse rather than guess

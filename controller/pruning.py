@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 CATCH_UP_POLL = 0.05
 """Seconds between two looks at a lagging view while a delete call waits for it."""
 
+_ARTIFACT_DELETIONS = frozenset({Reason.ARTIFACT_OF_DELETED, Reason.ORPHANED_ARTIFACT})
+
 Gate = Callable[[], str | None]
 """Returns why deleting must stop now (view untrusted, leadership lost, shutting down), or None."""
 
@@ -72,7 +74,11 @@ class RepositoryReport:
     images_before: int = 0
     images_after: int = 0
     protected: dict[Reason, int] = field(default_factory=dict)
-    # protected images by reason
+    # protected images by reason (attached artifacts apart: they do not count toward the limit)
+    artifacts: int = 0
+    # attached artifacts listed (signatures, attestations, SBOMs: policy.subjects_of)
+    artifacts_deleted: int = 0
+    # of `deleted_count`, the attached artifacts (or, in dry-run, that would have been)
     deleted_count: int = 0
     # images deleted, or, in dry-run, that would have been
     deleted: list[Deletion] = field(default_factory=list)
@@ -296,7 +302,9 @@ class Pruner:
         report.bytes_total = sum(d.image.size_bytes for d in the_plan.decisions)
         counts = the_plan.count_by_reason()
         report.protected = {r: n for r, n in counts.items() if r in PROTECTING}
-        report.held_back += counts.get(Reason.DELETION_CAP, 0)
+        report.artifacts = len(the_plan.artifacts)
+        capped_artifacts = the_plan.count_by_reason(artifacts=True).get(Reason.DELETION_CAP, 0)
+        report.held_back += counts.get(Reason.DELETION_CAP, 0) + capped_artifacts
         if log.isEnabledFor(logging.DEBUG):  # -v=1: why each image stays
             for decision in the_plan.kept:
                 log.debug(
@@ -346,12 +354,20 @@ class Pruner:
         by_digest = {d.image.digest: d for d in the_plan.deletions}
         groups = the_plan.groups
         vetoed: set[Digest] = set()
+        gone = _Gone(the_plan.after)
         pending = len(by_digest)
         try:
             for wave in the_plan.delete_waves:
                 for batch in chunks(wave, ID_BATCH):
                     sent = await self._send(
-                        repository, batch, by_digest, report, gate, groups=groups, vetoed=vetoed
+                        repository,
+                        batch,
+                        by_digest,
+                        report,
+                        gate,
+                        groups=groups,
+                        vetoed=vetoed,
+                        gone=gone,
                     )
                     if not sent:
                         report.held_back += pending
@@ -372,6 +388,14 @@ class Pruner:
             raise
         finally:
             report.vetoed = len(vetoed)
+            if gone.stranded:
+                report.held_back += len(gone.stranded)
+                log.warning(
+                    "repository %s: %d attached artifact(s) kept: their subject was not deleted",
+                    repository.name,
+                    len(gone.stranded),
+                    extra={"repository": repository.name},
+                )
             if vetoed:
                 log.warning(
                     "repository %s: %d image(s) became in use after planning and were kept",
@@ -390,6 +414,7 @@ class Pruner:
         *,
         groups: Mapping[Digest, frozenset[Digest]],
         vetoed: set[Digest],
+        gone: _Gone,
     ) -> bool:
         """Delete one batch, retrying throttles and transient failures; False if the gate said stop.
 
@@ -419,7 +444,7 @@ class Pruner:
                 members = groups.get(digest) or (digest,)
                 if any(now_protected(m) for m in members):
                     vetoed.update(members)
-            todo = [d for d in batch if d not in vetoed]
+            todo = [d for d in batch if d not in vetoed and gone.may_go(d)]
             if not todo:
                 return True
             if any(d not in announced for d in todo):
@@ -451,6 +476,7 @@ class Pruner:
                 )
                 await anyio.sleep(delay)
                 continue
+            gone.record(outcome)
             self._record_outcome(repository, outcome, by_digest, report)
             return True
 
@@ -525,8 +551,33 @@ class Pruner:
                 Deletion(image.digest, image.tags, decision.reason, image.size_bytes)
             )
         report.deleted_count += 1
+        if decision.reason in _ARTIFACT_DELETIONS:
+            report.artifacts_deleted += 1
         report.bytes_reclaimed += image.size_bytes
         report.images_after -= 1
+
+
+class _Gone:
+    """What one repository's deletions have removed so far, for the artifacts that may go only
+    after their subjects: a subject whose deletion failed keeps its signature."""
+
+    def __init__(self, after: Mapping[Digest, frozenset[Digest]]) -> None:
+        self._after = after
+        self._gone: set[Digest] = set()
+        self.stranded: set[Digest] = set()
+        # artifacts held back because a subject is still there
+
+    def may_go(self, digest: Digest) -> bool:
+        subjects = self._after.get(digest)
+        if subjects is None or subjects <= self._gone:
+            return True
+        self.stranded.add(digest)
+        return False
+
+    def record(self, outcome: DeleteOutcome) -> None:
+        if self._after:
+            self._gone.update(outcome.deleted)
+            self._gone.update(outcome.gone)
 
 
 async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
