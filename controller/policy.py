@@ -435,35 +435,23 @@ def _merge_groups(
     linked: Mapping[Digest, frozenset[Digest]], after: Mapping[Digest, frozenset[Digest]]
 ) -> dict[Digest, frozenset[Digest]]:
     """The deletion groups with each artifact joined to its subjects' groups."""
-    parent: dict[Digest, Digest] = {}
-
-    def find(d: Digest) -> Digest:
-        parent.setdefault(d, d)
-        while parent[d] != d:
-            parent[d] = parent[parent[d]]
-            d = parent[d]
-        return d
-
-    def union(a: Digest, b: Digest) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
-    for digest, group in linked.items():
-        for member in group:
-            union(digest, member)
-    for artifact, subjects in after.items():
-        for subject in subjects:
-            union(artifact, subject)
-    members: dict[Digest, set[Digest]] = {}
-    for digest in parent:
-        members.setdefault(find(digest), set()).add(digest)
-    return {d: frozenset(group) for group in members.values() for d in group if len(group) > 1}
+    edges = [(d, m) for d, group in linked.items() for m in group]
+    edges += [(a, s) for a, subjects in after.items() for s in subjects]
+    groups = _components({d for edge in edges for d in edge}, edges)
+    return {d: frozenset(group) for group in groups for d in group if len(group) > 1}
 
 
 def _groups(by_digest: Mapping[Digest, Image]) -> list[tuple[Digest, ...]]:
     """Connected components of the index→child graph, restricted to present images."""
-    parent: dict[Digest, Digest] = {d: d for d in by_digest}
+    edges = [(d, c) for d, image in by_digest.items() for c in image.children if c in by_digest]
+    return _components(by_digest, edges)
+
+
+def _components(
+    nodes: Iterable[Digest], edges: Iterable[tuple[Digest, Digest]]
+) -> list[tuple[Digest, ...]]:
+    """Connected components (union-find), each sorted, in the order of their first node."""
+    parent: dict[Digest, Digest] = {d: d for d in nodes}
 
     def find(d: Digest) -> Digest:
         while parent[d] != d:
@@ -471,14 +459,12 @@ def _groups(by_digest: Mapping[Digest, Image]) -> list[tuple[Digest, ...]]:
             d = parent[d]
         return d
 
-    for digest, image in by_digest.items():
-        for child in image.children:
-            if child in parent:
-                a, b = find(digest), find(child)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
     members: dict[Digest, list[Digest]] = {}
-    for digest in by_digest:
+    for digest in parent:
         members.setdefault(find(digest), []).append(digest)
     return [tuple(sorted(group)) for group in members.values()]
 
