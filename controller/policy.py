@@ -370,7 +370,13 @@ def plan(
 
 def _artifacts(by_digest: Mapping[Digest, Image]) -> dict[Digest, frozenset[Digest]]:
     """Each attached artifact outside the index graph, mapped to its subjects."""
-    found = {d: subjects for d, image in by_digest.items() if (subjects := subjects_of(image))}
+    found = {
+        d: subjects
+        for d, image in by_digest.items()
+        # the common case (no subject, no cosign-scheme first tag) costs two attribute reads
+        if (image.subject is not None or (image.tags and image.tags[0].startswith("sha256-")))
+        and (subjects := subjects_of(image))
+    }
     if not found:
         return found
     in_graph = {c for image in by_digest.values() for c in image.children}
