@@ -1,4 +1,4 @@
-"""The command line: argv and ECR_CLEANUP_* environment into Settings, logging set-up, hand-off to app."""
+"""The command line: argv and ECR_CLEANUP_* environment into Settings, then the hand-off to app."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Generic, Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from controller import __version__
+from controller.logs import configure_logging
 from controller.policy import Rules
 from controller.settings import (
     RULE_KNOBS,
@@ -948,47 +949,6 @@ def safety_warnings(settings: Settings) -> list[str]:
                 "wrong credentials there go unnoticed"
             )
     return warnings
-
-
-# ---------------------------------------------------------------------------------------------
-# Logging.
-
-_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))) | {
-    "message",
-    "asctime",
-    "taskName",
-}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, then any `extra` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
-                entry.setdefault(key, value)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        if record.stack_info:
-            entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
-
-
-def configure_logging(level: int, *, log_format: Literal["text", "json"]) -> None:
-    """Log to stderr: the controller's loggers at `level`, third-party ones at INFO or above."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if log_format == "json" else logging.Formatter(_TEXT_FORMAT)
-    )
-    logging.basicConfig(level=max(level, logging.INFO), handlers=[handler], force=True)
-    logging.getLogger("controller").setLevel(level)
 
 
 # ---------------------------------------------------------------------------------------------

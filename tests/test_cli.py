@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller import cli
-from controller.cli import FLAGS, JsonFormatter, help_text, main, parse_settings
+from controller.cli import FLAGS, help_text, main, parse_settings
 from controller.policy import Rules
 from controller.settings import DEFAULT_PROTECT_WORKLOADS, ConfigError, Settings
 
@@ -901,22 +901,6 @@ def test_debug_only_for_the_controller_loggers(fake_app: list[Settings]) -> None
     assert main(["-repos=app", "-v=2"]) == 0
     assert logging.getLogger("controller.app").isEnabledFor(logging.DEBUG)
     assert not logging.getLogger("botocore").isEnabledFor(logging.DEBUG)
-
-
-def test_json_formatter_includes_extra_fields_and_exceptions() -> None:
-    record = logging.LogRecord("controller.x", logging.ERROR, __file__, 1, "deleted %d", (3,), None)
-    record.repository = "app"
-    entry = json.loads(JsonFormatter().format(record))
-    assert entry["level"] == "ERROR"
-    assert entry["logger"] == "controller.x"
-    assert entry["message"] == "deleted 3"
-    assert entry["repository"] == "app"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", entry["time"])
-    try:
-        raise RuntimeError("boom")
-    except RuntimeError:
-        record.exc_info = sys.exc_info()
-    assert "RuntimeError: boom" in json.loads(JsonFormatter().format(record))["exception"]
 
 
 # -- help and the flag table

@@ -588,4 +588,4 @@ def test_every_rules_field_has_one_knob_in_field_order() -> None:
     from controller.settings import CONFIG_KEYS, RULE_KNOBS
 
     assert [knob.field for knob in RULE_KNOBS] == [f.name for f in dataclasses.fields(Rules)]
-    assert CONFIG_KEYS == ("name", *(knob.name for knob in RULE_KNOBS))
+    assert ("name", *(knob.name for knob in RULE_KNOBS)) == CONFIG_KEYS
