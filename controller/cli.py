@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -15,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Generic, Literal, NoReturn, TypeVar
+from typing import Any, Generic, Literal, NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from controller import __version__
@@ -981,13 +980,29 @@ class EarlySignals:
         self.received = signum
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse argv and the environment, set up logging, run controller.app; the exit status."""
+class App(Protocol):
+    """What runs the controller once the settings are valid; returns the exit status."""
+
+    def __call__(self, settings: Settings, *, early_signal: Callable[[], int | None]) -> int: ...
+
+
+def run_app(settings: Settings, *, early_signal: Callable[[], int | None]) -> int:
+    """The controller itself, `controller.app.run`: imported only now, once the settings are
+    valid, as its imports (aioboto3, kubernetes_asyncio) take a second or two that --help and a
+    bad flag must not wait for, and that EarlySignals covers."""
+    from controller.app import run
+
+    return run(settings, early_signal=early_signal)
+
+
+def main(argv: Sequence[str] | None = None, *, app: App = run_app) -> int:
+    """Parse argv and the environment, set up logging, hand the settings to `app`; the exit
+    status. The console script and `python -m controller` run the real controller."""
     with EarlySignals() as early:
-        return _main(sys.argv[1:] if argv is None else list(argv), early)
+        return _main(sys.argv[1:] if argv is None else list(argv), early, app)
 
 
-def _main(args: list[str], early: EarlySignals) -> int:
+def _main(args: list[str], early: EarlySignals, app: App) -> int:
     try:
         namespace = _parse_command_line(args)
         if namespace.help:
@@ -1014,9 +1029,7 @@ def _main(args: list[str], early: EarlySignals) -> int:
         logger.info("%s", line)
     for warning in safety_warnings(settings):
         logger.warning("%s", warning)
-    app = importlib.import_module("controller.app")
-    run: Callable[..., int] = app.run
-    return run(settings, early_signal=lambda: early.received)
+    return app(settings, early_signal=lambda: early.received)
 
 
 def keep_filter_lines(settings: Settings) -> list[str]:

@@ -887,6 +887,20 @@ def test_main_returns_the_app_status(monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["-repos=app"]) == 3
 
 
+def test_main_hands_the_settings_to_the_app_it_is_given() -> None:
+    # the entry point is passed in: no controller.app module is imported or replaced
+    runs: list[tuple[Settings, int | None]] = []
+
+    def app(settings: Settings, *, early_signal: Callable[[], int | None]) -> int:
+        runs.append((settings, early_signal()))
+        return 5
+
+    assert main(["-repos=app", "-max-images=3"], app=app) == 5
+    ((settings, early),) = runs
+    assert settings.rules.max_images == 3
+    assert early is None
+
+
 def test_main_json_logs(fake_app: list[Settings], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-repos=app", "--log-format=json", "-namespaces=prod"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
