@@ -205,8 +205,8 @@ def _readable_paths(text: str, *, field: str) -> str:
 class Flag(Generic[T]):
     """One command-line flag: spelled `-name` or `--name`, also read from its env var.
 
-    Declared once: its parser and its default value here; the --help text, the environment
-    variable and the README's row are derived from it."""
+    Declared once, with its parser and its default value: its --help line (default included)
+    and its environment variable are derived from it (tests keep the README's table equal)."""
 
     name: str
     # without dashes, e.g. "max-images"
@@ -251,8 +251,10 @@ def _show(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, timedelta):
         return format_duration(value)
-    if isinstance(value, tuple | frozenset):
+    if isinstance(value, frozenset):
         return ",".join(sorted(str(item) for item in value))
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
     return str(value)
 
 

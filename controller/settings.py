@@ -1,4 +1,4 @@
-"""The validated configuration: the Settings value, its parsers, and the --config file schema."""
+"""The validated configuration: the Settings value, its parsers, the retention knobs, the --config schema."""
 
 from __future__ import annotations
 
@@ -568,7 +568,7 @@ class RuleKnob(Generic[T]):
 
     @property
     def shown(self) -> str:
-        """The default as --help and the README show it: "" for none, a comma list for a list."""
+        """The default as --help shows it: "" for none, a comma list for a list."""
         described = self.describe(self.default)
         if described is None:
             return self.unset
