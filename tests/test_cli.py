@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import logging
@@ -14,6 +15,7 @@ import types
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -22,7 +24,13 @@ from hypothesis import strategies as st
 from controller import cli
 from controller.cli import FLAGS, help_text, main, parse_settings
 from controller.policy import Rules
-from controller.settings import DEFAULT_PROTECT_WORKLOADS, ConfigError, Settings
+from controller.settings import (
+    DEFAULT_PROTECT_WORKLOADS,
+    RULE_KNOBS,
+    ConfigError,
+    RuleKnob,
+    Settings,
+)
 
 ERROR_PREFIX = "kube-ecr-cleanup-controller: error: "
 NO_POD = Path("/nonexistent/serviceaccount/namespace")
@@ -507,6 +515,34 @@ def test_env_vars(
     env: str, value: str, get: Callable[[Settings], object], expected: object
 ) -> None:
     assert get(parse("-repos=a,b", env={env: value})) == expected
+
+
+# A sample per parser of the retention knobs: the flag or variable text, the same value as a
+# --config file holds it, and the rule value both must give. A knob with a new parser fails
+# below until its parser has a sample here.
+KNOB_SAMPLES: dict[str, tuple[str, object, object]] = {
+    "parse_positive_int": ("7", 7, 7),
+    "_parse_tags": ("a, b", ["a", "b"], frozenset({"a", "b"})),
+    "parse_regexes": ("^a,b{1,2}$", ["^a", "b{1,2}$"], (re.compile("^a"), re.compile("b{1,2}$"))),
+    "parse_duration": ("2w", "2w", timedelta(weeks=2)),
+}
+
+
+@pytest.mark.parametrize("knob", RULE_KNOBS, ids=lambda knob: knob.name)
+def test_every_retention_knob_sets_its_rule_by_flag_variable_and_config_key(
+    knob: RuleKnob[object], tmp_path: Path
+) -> None:
+    text, value, expected = KNOB_SAMPLES[getattr(knob.parse, "__name__", "")]
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"repositories": [{"name": "app", knob.name: value}]}))
+    variable = "ECR_CLEANUP_" + knob.name.upper().replace("-", "_")
+    by_flag = parse("-repos=app", f"--{knob.name}={text}").rules
+    by_variable = parse("-repos=app", env={variable: text}).rules
+    by_config = parse("-repos=app", f"--config={config}").rules_for("app")
+    change: dict[str, Any] = {knob.name.replace("-", "_"): expected}
+    wanted = dataclasses.replace(Rules(), **change)
+    assert wanted != Rules()  # the sample is not the default
+    assert by_flag == by_variable == by_config == wanted
 
 
 def test_allow_empty_namespaces_from_env_with_the_namespaces() -> None:
