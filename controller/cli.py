@@ -276,6 +276,8 @@ _KNOBS = {knob.name: knob for knob in RULE_KNOBS}
 _DEFAULTS = Settings(repositories=RepositorySelection(include=()))
 # the Settings fields' defaults: a flag that sets a field falls back to the field's default
 _ALL_KINDS = ", ".join(WORKLOAD_KINDS)
+_GLOG_THRESHOLD = logging.INFO
+# glog's default -stderrthreshold: INFO and above (a threshold, not the Settings log level)
 
 FLAGS: tuple[Flag[Any], ...] = (
     # -- the Go controller's flags
@@ -391,11 +393,11 @@ FLAGS: tuple[Flag[Any], ...] = (
     Flag(
         "stderrthreshold",
         _parse_severity,
-        _DEFAULTS.log_level,
+        _GLOG_THRESHOLD,
         "Lowest severity logged: INFO, WARNING, ERROR, FATAL or 0 to 3.",
         "glog",
         metavar="SEVERITY",
-        shown=logging.getLevelName(_DEFAULTS.log_level),
+        shown=logging.getLevelName(_GLOG_THRESHOLD),
     ),
     Flag(
         "vmodule", _parse_text, None, "Accepted and ignored with a warning.", "glog", metavar="SPEC"
