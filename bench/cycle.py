@@ -52,10 +52,10 @@ from pathlib import Path
 from typing import Any
 
 from controller.app import DELETION_SAMPLE, tune_garbage_collector
-from controller.cli import configure_logging
 from controller.ecr import DESCRIBE_PAGE, ID_BATCH, open_ecr
 from controller.images import EcrRegistry
 from controller.inventory import InUseIndex, References, RepositoryId, SourceKey, TagRef
+from controller.logs import configure_logging
 from controller.policy import Rules
 from controller.pruning import PruneOptions, Pruner
 from controller.settings import RepositorySelection

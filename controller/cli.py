@@ -1,9 +1,8 @@
-"""The command line: argv and ECR_CLEANUP_* environment into Settings, logging set-up, hand-off to app."""
+"""The command line: argv and ECR_CLEANUP_* environment into Settings, then the hand-off to app."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -13,24 +12,19 @@ import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal, NoReturn, Protocol, TypeVar
+from typing import Any, Generic, Literal, NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from controller import __version__
-from controller.policy import DEFAULT_MAX_IMAGES, Rules
+from controller.logs import configure_logging
+from controller.policy import Rules
 from controller.settings import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_INTERVAL,
-    DEFAULT_INTERVAL_JITTER,
-    DEFAULT_LEASE_DURATION,
-    DEFAULT_LEASE_NAME,
-    DEFAULT_MAX_STALENESS,
-    DEFAULT_METRICS_ADDRESS,
-    DEFAULT_PROTECT_WORKLOADS,
+    RULE_KNOBS,
     WORKLOAD_KINDS,
     ConfigError,
+    Parse,
     RepositoryOverride,
     RepositorySelection,
     Settings,
@@ -38,7 +32,6 @@ from controller.settings import (
     check_dns_subdomain,
     check_glob,
     check_overrides_selected,
-    compile_regex,
     format_duration,
     parse_address,
     parse_bool,
@@ -48,17 +41,17 @@ from controller.settings import (
     parse_namespaces,
     parse_positive_int,
     parse_workload_kinds,
-    split_regexes,
 )
 
 PROG = "kube-ecr-cleanup-controller"
 ENV_PREFIX = "ECR_CLEANUP_"
 SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+MAX_CONCURRENCY = 256
+MIN_INTERVAL = timedelta(seconds=1)
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
 
 Group = Literal["go", "glog", "retention", "kubernetes", "runtime"]
 _GROUP_TITLES: dict[Group, str] = {
@@ -70,19 +63,170 @@ _GROUP_TITLES: dict[Group, str] = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# Raw strings into typed values.
+
+
+def _parse_text(text: str, *, field: str) -> str | None:
+    return text
+
+
+def _parse_names(text: str, *, field: str) -> tuple[str, ...]:
+    return parse_list(text)
+
+
+def _parse_globs(text: str, *, field: str) -> tuple[str, ...]:
+    return tuple(check_glob(pattern, field=field) for pattern in parse_list(text))
+
+
+def _parse_interval(text: str, *, field: str) -> timedelta:
+    """Go's -interval: minutes as an integer; a duration (90s, 1h) is accepted too; >= 1s."""
+    value = text.strip()
+    if re.fullmatch(r"[+-]?[0-9]+", value, re.ASCII):
+        return timedelta(minutes=parse_positive_int(value, field=field))
+    try:
+        interval = parse_duration(value, field=field)
+    except ConfigError:
+        raise ConfigError(
+            field,
+            f"expected minutes as an integer (e.g. 30) or a duration such as 90s or 1h, "
+            f"got {text!r}",
+        ) from None
+    if interval < MIN_INTERVAL:
+        raise ConfigError(
+            field,
+            f"must be at least 1s, got {text!r} (every cycle lists every repository; "
+            "production intervals are minutes or hours)",
+        )
+    return interval
+
+
+def _parse_concurrency(text: str, *, field: str) -> int:
+    number = parse_positive_int(text, field=field)
+    if number > MAX_CONCURRENCY:
+        raise ConfigError(field, f"must be from 1 to {MAX_CONCURRENCY}, got {number}")
+    return number
+
+
+_REGION = re.compile(r"[a-z]{2,4}(?:-[a-z]+)+-[0-9]{1,2}", re.ASCII)
+# every AWS partition's region names: us-east-1, us-gov-west-1, cn-north-1, eu-isoe-west-1,
+# eusc-de-east-1, ...
+
+
+def _parse_region(text: str, *, field: str) -> str | None:
+    value = text.strip()
+    if value and not _REGION.fullmatch(value):
+        raise ConfigError(
+            field, f"{text!r} is not an AWS region name (such as us-east-1 or eu-central-1)"
+        )
+    return value or None
+
+
+def _check_endpoint(text: str, *, field: str) -> None:
+    parsed = urlsplit(text.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(field, f"expected an http:// or https:// URL with a host, got {text!r}")
+
+
+def _parse_registry_id(text: str, *, field: str) -> str | None:
+    value = text.strip()
+    if value and not re.fullmatch(r"[0-9]{12}", value, re.ASCII):
+        raise ConfigError(field, f"expected a 12-digit AWS account id, got {text!r}")
+    return value or None
+
+
+def _parse_verbosity(text: str, *, field: str) -> int:
+    value = text.strip()
+    if not re.fullmatch(r"\+?[0-9]+", value, re.ASCII):
+        raise ConfigError(field, f"expected a verbosity level (0 or more), got {text!r}")
+    return int(value)
+
+
+_SEVERITIES = {"INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
+_SEVERITIES |= {"FATAL": logging.CRITICAL, "0": logging.INFO, "1": logging.WARNING}
+_SEVERITIES |= {"2": logging.ERROR, "3": logging.CRITICAL}
+
+
+def _parse_severity(text: str, *, field: str) -> int:
+    level = _SEVERITIES.get(text.strip().upper())
+    if level is None:
+        raise ConfigError(
+            field, f"expected INFO, WARNING, ERROR, FATAL or a number from 0 to 3, got {text!r}"
+        )
+    return level
+
+
+def _parse_output(text: str, *, field: str) -> Literal["table", "json"]:
+    value = text.strip()
+    if value == "table":
+        return "table"
+    if value == "json":
+        return "json"
+    raise ConfigError(field, f"expected one of table, json, got {text!r}")
+
+
+def _parse_log_format(text: str, *, field: str) -> Literal["text", "json"]:
+    value = text.strip()
+    if value == "text":
+        return "text"
+    if value == "json":
+        return "json"
+    raise ConfigError(field, f"expected one of text, json, got {text!r}")
+
+
+def _parse_lease_duration(text: str, *, field: str) -> timedelta:
+    duration = parse_duration(text, field=field)
+    if duration < timedelta(seconds=2):
+        raise ConfigError(field, f"must be at least 2s, got {text!r}")
+    return duration
+
+
+def _parse_lease_name(text: str, *, field: str) -> str:
+    return check_dns_subdomain(text.strip(), field=field)
+
+
+def _parse_lease_namespace(text: str, *, field: str) -> str:
+    return check_dns_label(text.strip(), field=field)
+
+
+def _readable_paths(text: str, *, field: str) -> str:
+    """`text` (one path, or several joined by os.pathsep as in KUBECONFIG) if every one reads."""
+    paths = [os.path.expanduser(path.strip()) for path in text.split(os.pathsep) if path.strip()]
+    for path in paths:
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            raise ConfigError(field, f"cannot read {path!r}: {error.strerror or error}") from None
+    return os.pathsep.join(paths)
+
+
 @dataclass(frozen=True, slots=True)
-class Flag:
-    """One command-line flag: spelled `-name` or `--name`, also read from its env var."""
+class Flag(Generic[T]):
+    """One command-line flag: spelled `-name` or `--name`, also read from its env var.
+
+    Declared once, with its parser and its default value: its --help line (default included)
+    and its environment variable are derived from it (tests keep the README's table equal)."""
 
     name: str
     # without dashes, e.g. "max-images"
-    default: str
-    # as shown in --help and the README; "" = unset, "(...)" = explained rather than literal
+    parse: Parse[T]
+    # the text of the flag or of its environment variable into the value
+    fallback: T
+    # the value when neither the flag nor its environment variable is set
     help: str
     group: Group
     kind: Literal["value", "bool", "append"] = "value"
     # bool: bare `-flag` means true and `-flag=false`/`-flag false` work; append: repeatable
     metavar: str = "VALUE"
+    shown: str | None = None
+    # the default as --help and the README show it when it is not `fallback` written out:
+    # "(...)" = explained rather than literal
+
+    @property
+    def default(self) -> str:
+        """The default as shown in --help and the README; "" = unset."""
+        return _show(self.fallback) if self.shown is None else self.shown
 
     @property
     def env(self) -> str:
@@ -99,158 +243,187 @@ class Flag:
         return self.name.replace("-", "_")
 
 
-_ALL_KINDS = ", ".join(WORKLOAD_KINDS)
+def _show(value: object) -> str:
+    """A default value written as a user would write it on the command line."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, frozenset):
+        return ",".join(sorted(str(item) for item in value))
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
 
-FLAGS: tuple[Flag, ...] = (
+
+def _rule_flag(name: str) -> Flag[Any]:
+    """The flag of the retention knob `name`, from its declaration in settings.RULE_KNOBS."""
+    knob = _KNOBS[name]
+    return Flag(
+        knob.name,
+        knob.parse,
+        knob.default,
+        knob.help,
+        knob.group,
+        metavar=knob.metavar,
+        shown=knob.shown,
+    )
+
+
+_KNOBS = {knob.name: knob for knob in RULE_KNOBS}
+_DEFAULTS = Settings(repositories=RepositorySelection(include=()))
+# the Settings fields' defaults: a flag that sets a field falls back to the field's default
+_ALL_KINDS = ", ".join(WORKLOAD_KINDS)
+_GLOG_THRESHOLD = logging.INFO
+# glog's default -stderrthreshold: INFO and above (a threshold, not the Settings log level)
+
+FLAGS: tuple[Flag[Any], ...] = (
     # -- the Go controller's flags
     Flag(
         "repos",
-        "(required)",
+        _parse_globs,
+        _DEFAULTS.repositories.include,
         "Comma-separated repository names or globs to prune; '*' selects every repository "
         "in the registry. Required, as in the Go controller.",
         "go",
         metavar="NAMES",
+        shown="(required)",
     ),
-    Flag(
-        "max-images",
-        str(DEFAULT_MAX_IMAGES),
-        "Maximum number of images to keep in each repository. Protected images (in use, "
-        "kept tags and filters, young or recently pulled) count but are never deleted.",
-        "go",
-        metavar="N",
-    ),
+    _rule_flag("max-images"),
     Flag(
         "interval",
-        str(DEFAULT_INTERVAL // timedelta(minutes=1)),
+        _parse_interval,
+        _DEFAULTS.interval,
         "Time between cleanup cycles: minutes as an integer, as in the Go controller, "
         "or a duration such as 90s or 1h; at least 1s.",
         "go",
         metavar="MINUTES",
+        shown=str(_DEFAULTS.interval // timedelta(minutes=1)),
     ),
     Flag(
         "region",
-        "(AWS_REGION, else us-east-1)",
+        _parse_region,
+        _DEFAULTS.region,
         "AWS region of the registry. Unset: AWS_REGION or AWS_DEFAULT_REGION, else us-east-1 "
         "(the Go controller's default).",
         "go",
         metavar="REGION",
+        shown="(AWS_REGION, else us-east-1)",
     ),
     Flag(
         "registry-id",
-        "(the credentials' account)",
+        _parse_registry_id,
+        _DEFAULTS.registry_id,
         "AWS account id (12 digits) of the registry.",
         "go",
         metavar="ID",
+        shown="(the credentials' account)",
     ),
     Flag(
         "kubeconfig",
-        "(KUBECONFIG or ~/.kube/config)",
+        _readable_paths,
+        _DEFAULTS.kubeconfig,
         "Path to a kubeconfig file; it must be readable. Unset: $KUBECONFIG, ~/.kube/config, "
         "or the in-cluster service account when neither exists.",
         "go",
         metavar="PATH",
+        shown="(KUBECONFIG or ~/.kube/config)",
     ),
     Flag(
         "dry-run",
-        "true",
+        parse_bool,
+        _DEFAULTS.dry_run,
         "SAFETY: while true (the default) nothing is deleted; what would be deleted is only "
         "logged. -dry-run=false deletes. The Go controller defaulted to false.",
         "go",
         kind="bool",
         metavar="BOOL",
     ),
-    Flag(
-        "keep-filters",
-        "",
-        "Comma-separated regular expressions; an image with a tag matching any of them "
-        "(unanchored search) is kept. Commas inside {}, [] or () and escaped commas (\\,) "
-        "belong to the regex: '^release-[0-9]{1,3}$' is one filter (the Go controller split "
-        "it in two).",
-        "go",
-        metavar="REGEXES",
-    ),
+    _rule_flag("keep-filters"),
     Flag(
         "namespaces",
-        "(all namespaces)",
+        parse_namespaces,
+        _DEFAULTS.namespaces,
         "SAFETY: comma-separated namespaces whose pods and workloads protect their images. "
         "Default: ALL namespaces. Restricting it lets an image used only in another namespace "
         "be deleted; the Go controller's default ('default') was unsafe and is not kept.",
         "go",
         metavar="NAMESPACES",
+        shown="(all namespaces)",
     ),
     # -- glog's flags, which the Go controller exposed
-    Flag("v", "0", "Log verbosity: 1 or more turns on debug logs.", "glog", metavar="N"),
+    Flag(
+        "v",
+        _parse_verbosity,
+        0,
+        "Log verbosity: 1 or more turns on debug logs.",
+        "glog",
+        metavar="N",
+    ),
     Flag(
         "logtostderr",
-        "(always)",
+        parse_bool,
+        True,
         "Accepted; logs always go to stderr (false is ignored with a warning).",
         "glog",
         kind="bool",
         metavar="BOOL",
+        shown="(always)",
     ),
     Flag(
         "alsologtostderr",
-        "(always)",
+        parse_bool,
+        True,
         "Accepted; logs always go to stderr.",
         "glog",
         kind="bool",
         metavar="BOOL",
+        shown="(always)",
     ),
     Flag(
         "log_dir",
-        "",
+        _parse_text,
+        None,
         "Accepted and ignored with a warning: no log files are written.",
         "glog",
         metavar="DIR",
     ),
     Flag(
         "stderrthreshold",
-        "INFO",
+        _parse_severity,
+        _GLOG_THRESHOLD,
         "Lowest severity logged: INFO, WARNING, ERROR, FATAL or 0 to 3.",
         "glog",
         metavar="SEVERITY",
-    ),
-    Flag("vmodule", "", "Accepted and ignored with a warning.", "glog", metavar="SPEC"),
-    Flag("log_backtrace_at", "", "Accepted and ignored with a warning.", "glog", metavar="FILE:N"),
-    # -- retention
-    Flag(
-        "keep-tags",
-        "latest",
-        "Comma-separated tags; an image carrying any of them is kept (exact match).",
-        "retention",
-        metavar="TAGS",
+        shown=logging.getLevelName(_GLOG_THRESHOLD),
     ),
     Flag(
-        "keep-younger-than",
-        "(off)",
-        "Keep images pushed within this duration, e.g. 7d.",
-        "retention",
-        metavar="DURATION",
+        "vmodule", _parse_text, None, "Accepted and ignored with a warning.", "glog", metavar="SPEC"
     ),
     Flag(
-        "keep-pulled-within",
-        "(off)",
-        "Keep images pulled within this duration (ECR's lastRecordedPullTime), e.g. 30d.",
-        "retention",
-        metavar="DURATION",
+        "log_backtrace_at",
+        _parse_text,
+        None,
+        "Accepted and ignored with a warning.",
+        "glog",
+        metavar="FILE:N",
     ),
-    Flag(
-        "max-deletions-per-cycle",
-        "(unlimited)",
-        "SAFETY valve: delete at most N images per repository per cycle.",
-        "retention",
-        metavar="N",
-    ),
+    # -- retention: every knob of settings.RULE_KNOBS that is not a Go flag, in its order
+    *(_rule_flag(knob.name) for knob in RULE_KNOBS if knob.group == "retention"),
     Flag(
         "exclude-repos",
-        "",
+        _parse_globs,
+        _DEFAULTS.repositories.exclude,
         "Comma-separated repository names or globs never pruned, even when -repos selects them.",
         "retention",
         metavar="NAMES",
     ),
     Flag(
         "config",
-        "",
+        _parse_text,
+        None,
         "YAML file of per-repository overrides of the retention flags (the first entry whose "
         "name or glob matches wins; unset fields inherit the flags).",
         "retention",
@@ -259,16 +432,19 @@ FLAGS: tuple[Flag, ...] = (
     # -- what protects an image
     Flag(
         "kube-context",
-        "(current context)",
+        _parse_names,
+        _DEFAULTS.kube_contexts,
         "Kubeconfig context of a cluster whose usage protects images; repeatable and "
         "comma-separated. Every listed cluster is checked.",
         "kubernetes",
         kind="append",
         metavar="CONTEXTS",
+        shown="(current context)",
     ),
     Flag(
         "in-cluster",
-        "false",
+        parse_bool,
+        _DEFAULTS.in_cluster,
         "Use the pod's service account instead of a kubeconfig.",
         "kubernetes",
         kind="bool",
@@ -276,16 +452,19 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         "protect-workloads",
-        ",".join(k for k in WORKLOAD_KINDS if k in DEFAULT_PROTECT_WORKLOADS),
+        parse_workload_kinds,
+        _DEFAULTS.protect_workloads,
         "SAFETY: workload kinds whose pod templates also protect images, so that a Deployment "
         f"scaled to zero or a CronJob between runs keeps its image. A comma list of {_ALL_KINDS}; "
         "or true (the default kinds), all (every kind), false or none (running pods only).",
         "kubernetes",
         metavar="KINDS",
+        shown=",".join(k for k in WORKLOAD_KINDS if k in _DEFAULTS.protect_workloads),
     ),
     Flag(
         "allow-empty",
-        "false",
+        parse_bool,
+        _DEFAULTS.allow_empty,
         "SAFETY: delete even when a cluster, or a namespace of -namespaces, has no pod at all. "
         "By default every cluster and every listed namespace must have a pod, as an empty one "
         "usually means a typo, a wrong context or credentials that see nothing.",
@@ -295,7 +474,8 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         "allow-empty-namespaces",
-        "",
+        parse_namespaces,
+        _DEFAULTS.allow_empty_namespaces,
         "SAFETY: namespaces of -namespaces that may have no pod (say, only CronJobs between "
         "runs); the others must still have one.",
         "kubernetes",
@@ -303,7 +483,8 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         "allow-empty-clusters",
-        "",
+        _parse_names,
+        _DEFAULTS.allow_empty_clusters,
         "SAFETY: --kube-context clusters that may have no pod at all; the others must still "
         "have one.",
         "kubernetes",
@@ -311,7 +492,8 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         "max-staleness",
-        format_duration(DEFAULT_MAX_STALENESS),
+        parse_duration,
+        _DEFAULTS.max_staleness,
         "SAFETY: never delete based on an in-use view older than this duration.",
         "kubernetes",
         metavar="DURATION",
@@ -319,46 +501,67 @@ FLAGS: tuple[Flag, ...] = (
     # -- running
     Flag(
         "concurrency",
-        str(DEFAULT_CONCURRENCY),
+        _parse_concurrency,
+        _DEFAULTS.concurrency,
         "Repositories processed at once, from 1 to 256.",
         "runtime",
         metavar="N",
     ),
     Flag(
         "once",
-        "false",
+        parse_bool,
+        _DEFAULTS.once,
         "Run one cycle, print its report to stdout and exit.",
         "runtime",
         kind="bool",
         metavar="BOOL",
     ),
-    Flag("output", "table", "Report format: table or json.", "runtime", metavar="FORMAT"),
+    Flag(
+        "output",
+        _parse_output,
+        _DEFAULTS.output,
+        "Report format: table or json.",
+        "runtime",
+        metavar="FORMAT",
+    ),
     Flag(
         "interval-jitter",
-        str(DEFAULT_INTERVAL_JITTER),
+        parse_fraction,
+        _DEFAULTS.interval_jitter,
         "Randomise each wait by up to this fraction of -interval (0 to 1).",
         "runtime",
         metavar="FRACTION",
     ),
     Flag(
         "leader-elect",
-        "true",
+        parse_bool,
+        _DEFAULTS.leader_elect,
         "SAFETY: hold a Lease so that only one replica works at a time.",
         "runtime",
         kind="bool",
         metavar="BOOL",
     ),
-    Flag("lease-name", DEFAULT_LEASE_NAME, "Name of the Lease.", "runtime", metavar="NAME"),
+    Flag(
+        "lease-name",
+        _parse_lease_name,
+        _DEFAULTS.lease_name,
+        "Name of the Lease.",
+        "runtime",
+        metavar="NAME",
+    ),
     Flag(
         "lease-namespace",
-        "(the pod's namespace)",
+        _parse_lease_namespace,
+        _DEFAULTS.lease_namespace,
         "Namespace of the Lease.",
         "runtime",
         metavar="NAMESPACE",
+        shown="(the pod's namespace)",
     ),
     Flag(
         "lease-duration",
-        format_duration(DEFAULT_LEASE_DURATION),
+        _parse_lease_duration,
+        _DEFAULTS.lease_duration,
         "How long a leader that stopped renewing keeps the others waiting; it steps down after "
         "2/3 of it without a successful renewal, and renews every 2/15 of it (15s/10s/2s).",
         "runtime",
@@ -366,12 +569,20 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         "metrics-address",
-        DEFAULT_METRICS_ADDRESS,
+        parse_address,
+        _DEFAULTS.metrics_address,
         "Listen address of the Prometheus /metrics endpoint: host:port or :port.",
         "runtime",
         metavar="ADDRESS",
     ),
-    Flag("log-format", "text", "Log format: text or json.", "runtime", metavar="FORMAT"),
+    Flag(
+        "log-format",
+        _parse_log_format,
+        _DEFAULTS.log_format,
+        "Log format: text or json.",
+        "runtime",
+        metavar="FORMAT",
+    ),
 )
 
 _FLAGS_BY_NAME = {flag.name: flag for flag in FLAGS}
@@ -389,8 +600,6 @@ _BOOL_SPELLINGS = frozenset(
     for spelling in (f"-{flag.name}", f"--{flag.name}")
 )
 _BOOL_WORDS = frozenset({"1", "0", "t", "f", "true", "false", "yes", "no", "on", "off"})
-MAX_CONCURRENCY = 256
-MIN_INTERVAL = timedelta(seconds=1)
 _NEGATIVE_NUMBER = re.compile(r"-[0-9]+|-[0-9]*\.[0-9]+")  # argparse treats these as values
 
 _DESCRIPTION = """\
@@ -517,11 +726,7 @@ def _parse_command_line(argv: Sequence[str]) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------------------------
-# Raw strings into typed values.
-
-
-class _Parse(Protocol[T_co]):
-    def __call__(self, text: str, *, field: str) -> T_co: ...
+# Settings.
 
 
 class _Sources:
@@ -547,154 +752,14 @@ class _Sources:
         raw = self.raw(name)
         return _FLAGS_BY_NAME[name].option if raw is None else raw[1]
 
-    def get(self, name: str, parse: _Parse[T], default: T) -> T:
+    def get(self, name: str) -> Any:
+        """The value of flag `name`: parsed from where it is set, else the flag's fallback."""
+        flag = _FLAGS_BY_NAME[name]
         raw = self.raw(name)
         if raw is None:
-            return default
+            return flag.fallback
         text, field = raw
-        return parse(text, field=field)
-
-
-def _parse_names(text: str, *, field: str) -> tuple[str, ...]:
-    return parse_list(text)
-
-
-def _parse_globs(text: str, *, field: str) -> tuple[str, ...]:
-    return tuple(check_glob(pattern, field=field) for pattern in parse_list(text))
-
-
-def _parse_regexes(text: str, *, field: str) -> tuple[re.Pattern[str], ...]:
-    try:
-        patterns = split_regexes(text)
-    except ValueError as error:
-        raise ConfigError(field, f"{text!r}: {error}") from None
-    return tuple(compile_regex(pattern, field=field) for pattern in patterns)
-
-
-def _parse_interval(text: str, *, field: str) -> timedelta:
-    """Go's -interval: minutes as an integer; a duration (90s, 1h) is accepted too; >= 1s."""
-    value = text.strip()
-    if re.fullmatch(r"[+-]?[0-9]+", value, re.ASCII):
-        return timedelta(minutes=parse_positive_int(value, field=field))
-    try:
-        interval = parse_duration(value, field=field)
-    except ConfigError:
-        raise ConfigError(
-            field,
-            f"expected minutes as an integer (e.g. 30) or a duration such as 90s or 1h, "
-            f"got {text!r}",
-        ) from None
-    if interval < MIN_INTERVAL:
-        raise ConfigError(
-            field,
-            f"must be at least 1s, got {text!r} (every cycle lists every repository; "
-            "production intervals are minutes or hours)",
-        )
-    return interval
-
-
-def _parse_concurrency(text: str, *, field: str) -> int:
-    number = parse_positive_int(text, field=field)
-    if number > MAX_CONCURRENCY:
-        raise ConfigError(field, f"must be from 1 to {MAX_CONCURRENCY}, got {number}")
-    return number
-
-
-_REGION = re.compile(r"[a-z]{2,4}(?:-[a-z]+)+-[0-9]{1,2}", re.ASCII)
-# every AWS partition's region names: us-east-1, us-gov-west-1, cn-north-1, eu-isoe-west-1,
-# eusc-de-east-1, ...
-
-
-def _parse_region(text: str, *, field: str) -> str | None:
-    value = text.strip()
-    if value and not _REGION.fullmatch(value):
-        raise ConfigError(
-            field, f"{text!r} is not an AWS region name (such as us-east-1 or eu-central-1)"
-        )
-    return value or None
-
-
-def _check_endpoint(text: str, *, field: str) -> None:
-    parsed = urlsplit(text.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(field, f"expected an http:// or https:// URL with a host, got {text!r}")
-
-
-def _parse_registry_id(text: str, *, field: str) -> str | None:
-    value = text.strip()
-    if value and not re.fullmatch(r"[0-9]{12}", value, re.ASCII):
-        raise ConfigError(field, f"expected a 12-digit AWS account id, got {text!r}")
-    return value or None
-
-
-def _parse_verbosity(text: str, *, field: str) -> int:
-    value = text.strip()
-    if not re.fullmatch(r"\+?[0-9]+", value, re.ASCII):
-        raise ConfigError(field, f"expected a verbosity level (0 or more), got {text!r}")
-    return int(value)
-
-
-_SEVERITIES = {"INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
-_SEVERITIES |= {"FATAL": logging.CRITICAL, "0": logging.INFO, "1": logging.WARNING}
-_SEVERITIES |= {"2": logging.ERROR, "3": logging.CRITICAL}
-
-
-def _parse_severity(text: str, *, field: str) -> int:
-    level = _SEVERITIES.get(text.strip().upper())
-    if level is None:
-        raise ConfigError(
-            field, f"expected INFO, WARNING, ERROR, FATAL or a number from 0 to 3, got {text!r}"
-        )
-    return level
-
-
-def _parse_output(text: str, *, field: str) -> Literal["table", "json"]:
-    value = text.strip()
-    if value == "table":
-        return "table"
-    if value == "json":
-        return "json"
-    raise ConfigError(field, f"expected one of table, json, got {text!r}")
-
-
-def _parse_log_format(text: str, *, field: str) -> Literal["text", "json"]:
-    value = text.strip()
-    if value == "text":
-        return "text"
-    if value == "json":
-        return "json"
-    raise ConfigError(field, f"expected one of text, json, got {text!r}")
-
-
-def _parse_lease_duration(text: str, *, field: str) -> timedelta:
-    duration = parse_duration(text, field=field)
-    if duration < timedelta(seconds=2):
-        raise ConfigError(field, f"must be at least 2s, got {text!r}")
-    return duration
-
-
-def _parse_lease_name(text: str, *, field: str) -> str:
-    return check_dns_subdomain(text.strip(), field=field)
-
-
-def _parse_lease_namespace(text: str, *, field: str) -> str:
-    return check_dns_label(text.strip(), field=field)
-
-
-def _readable_paths(text: str, *, field: str) -> str:
-    """`text` (one path, or several joined by os.pathsep as in KUBECONFIG) if every one reads."""
-    paths = [os.path.expanduser(path.strip()) for path in text.split(os.pathsep) if path.strip()]
-    for path in paths:
-        try:
-            with open(path, "rb"):
-                pass
-        except OSError as error:
-            raise ConfigError(field, f"cannot read {path!r}: {error.strerror or error}") from None
-    return os.pathsep.join(paths)
-
-
-# ---------------------------------------------------------------------------------------------
-# Settings.
+        return flag.parse(text, field=field)
 
 
 def parse_settings(
@@ -718,29 +783,21 @@ def _settings(
         if key.startswith(ENV_PREFIX) and key not in known_env:
             notices.append(f"environment variable {key} is not a setting and is ignored")
 
-    include = sources.get("repos", _parse_globs, ())
+    include = sources.get("repos")
     if not include:
         raise ConfigError(
             sources.field("repos"),
             "required: a comma-separated list of repository names or globs ('*' for every "
             "repository), as in the Go controller",
         )
-    exclude = sources.get("exclude-repos", _parse_globs, ())
+    exclude = sources.get("exclude-repos")
     repositories = RepositorySelection(include=include, exclude=exclude)
     if repositories.exact_names == ():
         raise ConfigError(
             sources.field("exclude-repos"), "excludes every repository that -repos names"
         )
 
-    base = Rules()
-    rules = Rules(
-        max_images=sources.get("max-images", parse_positive_int, base.max_images),
-        keep_tags=frozenset(sources.get("keep-tags", _parse_names, tuple(base.keep_tags))),
-        keep_filters=sources.get("keep-filters", _parse_regexes, base.keep_filters),
-        keep_younger_than=sources.get("keep-younger-than", parse_duration, None),
-        keep_pulled_within=sources.get("keep-pulled-within", parse_duration, None),
-        max_deletions_per_cycle=sources.get("max-deletions-per-cycle", parse_positive_int, None),
-    )
+    rules = Rules(**{knob.field: sources.get(knob.name) for knob in RULE_KNOBS})
     config = sources.raw("config")
     if config is None:
         overrides: tuple[RepositoryOverride, ...] = ()
@@ -751,8 +808,8 @@ def _settings(
     if config is not None:
         check_overrides_selected(overrides, repositories, source=config[0].strip())
 
-    in_cluster = sources.get("in-cluster", parse_bool, False)
-    kube_contexts = sources.get("kube-context", _parse_names, ())
+    in_cluster = sources.get("in-cluster")
+    kube_contexts = sources.get("kube-context")
     kubeconfig_flag = sources.raw("kubeconfig")
     if kubeconfig_flag is not None and not kubeconfig_flag[0].strip():
         kubeconfig_flag = None  # -kubeconfig="" means unset, as in Go
@@ -770,7 +827,7 @@ def _settings(
     elif environ.get("KUBECONFIG", "").strip():
         kubeconfig = _readable_paths(environ["KUBECONFIG"], field="KUBECONFIG")
 
-    region = sources.get("region", _parse_region, None)
+    region = sources.get("region")
     if region is None:  # the SDK's own variables: the same check, blaming them
         for variable in ("AWS_REGION", "AWS_DEFAULT_REGION"):
             if environ.get(variable, "").strip():
@@ -780,8 +837,8 @@ def _settings(
         if environ.get(variable, "").strip():
             _check_endpoint(environ[variable], field=variable)
 
-    namespaces = sources.get("namespaces", parse_namespaces, ())
-    allow_empty_namespaces = sources.get("allow-empty-namespaces", parse_namespaces, ())
+    namespaces = sources.get("namespaces")
+    allow_empty_namespaces = sources.get("allow-empty-namespaces")
     outside = [n for n in allow_empty_namespaces if n not in namespaces]
     if outside:
         raise ConfigError(
@@ -792,19 +849,19 @@ def _settings(
             + "; only namespaces listed in -namespaces are checked one by one",
         )
 
-    leader_elect = sources.get("leader-elect", parse_bool, True)
-    lease_namespace = sources.get("lease-namespace", _parse_lease_namespace, None)
+    leader_elect = sources.get("leader-elect")
+    lease_namespace = sources.get("lease-namespace")
     if lease_namespace is None and leader_elect:
         lease_namespace = _pod_namespace(namespace_file)
 
-    verbosity = sources.get("v", _parse_verbosity, 0)
+    verbosity = sources.get("v")
     log_level = logging.DEBUG if verbosity >= 1 else logging.INFO
-    threshold = sources.get("stderrthreshold", _parse_severity, logging.INFO)
+    threshold = sources.get("stderrthreshold")
     if threshold > logging.INFO:
         log_level = threshold
-    if not sources.get("logtostderr", parse_bool, True):
+    if not sources.get("logtostderr"):
         notices.append(f"{sources.field('logtostderr')}=false is ignored: logs always go to stderr")
-    sources.get("alsologtostderr", parse_bool, True)  # validated; logs go to stderr either way
+    sources.get("alsologtostderr")  # validated; logs go to stderr either way
     for name, why in _IGNORED_GLOG_FLAGS.items():
         raw = sources.raw(name)
         if raw is not None:
@@ -814,32 +871,30 @@ def _settings(
         repositories=repositories,
         rules=rules,
         overrides=overrides,
-        interval=sources.get("interval", _parse_interval, DEFAULT_INTERVAL),
-        interval_jitter=sources.get("interval-jitter", parse_fraction, DEFAULT_INTERVAL_JITTER),
+        interval=sources.get("interval"),
+        interval_jitter=sources.get("interval-jitter"),
         region=region,
-        registry_id=sources.get("registry-id", _parse_registry_id, None),
+        registry_id=sources.get("registry-id"),
         kubeconfig=kubeconfig,
         kube_contexts=kube_contexts,
         in_cluster=in_cluster,
         namespaces=namespaces,
-        dry_run=sources.get("dry-run", parse_bool, True),
-        concurrency=sources.get("concurrency", _parse_concurrency, DEFAULT_CONCURRENCY),
-        once=sources.get("once", parse_bool, False),
-        output=sources.get("output", _parse_output, "table"),
-        allow_empty=sources.get("allow-empty", parse_bool, False),
+        dry_run=sources.get("dry-run"),
+        concurrency=sources.get("concurrency"),
+        once=sources.get("once"),
+        output=sources.get("output"),
+        allow_empty=sources.get("allow-empty"),
         allow_empty_namespaces=allow_empty_namespaces,
-        allow_empty_clusters=sources.get("allow-empty-clusters", _parse_names, ()),
-        max_staleness=sources.get("max-staleness", parse_duration, DEFAULT_MAX_STALENESS),
-        protect_workloads=sources.get(
-            "protect-workloads", parse_workload_kinds, DEFAULT_PROTECT_WORKLOADS
-        ),
+        allow_empty_clusters=sources.get("allow-empty-clusters"),
+        max_staleness=sources.get("max-staleness"),
+        protect_workloads=sources.get("protect-workloads"),
         leader_elect=leader_elect,
-        lease_name=sources.get("lease-name", _parse_lease_name, DEFAULT_LEASE_NAME),
+        lease_name=sources.get("lease-name"),
         lease_namespace=lease_namespace,
-        lease_duration=sources.get("lease-duration", _parse_lease_duration, DEFAULT_LEASE_DURATION),
-        metrics_address=sources.get("metrics-address", parse_address, DEFAULT_METRICS_ADDRESS),
+        lease_duration=sources.get("lease-duration"),
+        metrics_address=sources.get("metrics-address"),
         log_level=log_level,
-        log_format=sources.get("log-format", _parse_log_format, "text"),
+        log_format=sources.get("log-format"),
     )
     return settings, notices
 
@@ -900,47 +955,6 @@ def safety_warnings(settings: Settings) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Logging.
-
-_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))) | {
-    "message",
-    "asctime",
-    "taskName",
-}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, then any `extra` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
-                entry.setdefault(key, value)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        if record.stack_info:
-            entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
-
-
-def configure_logging(level: int, *, log_format: Literal["text", "json"]) -> None:
-    """Log to stderr: the controller's loggers at `level`, third-party ones at INFO or above."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if log_format == "json" else logging.Formatter(_TEXT_FORMAT)
-    )
-    logging.basicConfig(level=max(level, logging.INFO), handlers=[handler], force=True)
-    logging.getLogger("controller").setLevel(level)
-
-
-# ---------------------------------------------------------------------------------------------
 # Entry point.
 
 
@@ -970,13 +984,29 @@ class EarlySignals:
         self.received = signum
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse argv and the environment, set up logging, run controller.app; the exit status."""
+class App(Protocol):
+    """What runs the controller once the settings are valid; returns the exit status."""
+
+    def __call__(self, settings: Settings, *, early_signal: Callable[[], int | None]) -> int: ...
+
+
+def run_app(settings: Settings, *, early_signal: Callable[[], int | None]) -> int:
+    """The controller itself, `controller.app.run`: imported only now, once the settings are
+    valid, as its imports (aioboto3, kubernetes_asyncio) take a second or two that --help and a
+    bad flag must not wait for, and that EarlySignals covers."""
+    from controller.app import run
+
+    return run(settings, early_signal=early_signal)
+
+
+def main(argv: Sequence[str] | None = None, *, app: App = run_app) -> int:
+    """Parse argv and the environment, set up logging, hand the settings to `app`; the exit
+    status. The console script and `python -m controller` run the real controller."""
     with EarlySignals() as early:
-        return _main(sys.argv[1:] if argv is None else list(argv), early)
+        return _main(sys.argv[1:] if argv is None else list(argv), early, app)
 
 
-def _main(args: list[str], early: EarlySignals) -> int:
+def _main(args: list[str], early: EarlySignals, app: App) -> int:
     try:
         namespace = _parse_command_line(args)
         if namespace.help:
@@ -1003,9 +1033,7 @@ def _main(args: list[str], early: EarlySignals) -> int:
         logger.info("%s", line)
     for warning in safety_warnings(settings):
         logger.warning("%s", warning)
-    app = importlib.import_module("controller.app")
-    run: Callable[..., int] = app.run
-    return run(settings, early_signal=lambda: early.received)
+    return app(settings, early_signal=lambda: early.received)
 
 
 def keep_filter_lines(settings: Settings) -> list[str]:

@@ -1,4 +1,4 @@
-"""The validated configuration: the Settings value, its parsers, and the --config file schema."""
+"""The validated configuration: the Settings value, its parsers, the retention knobs, the --config schema."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import dataclasses
 import fnmatch
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from fnmatch import fnmatchcase
-from typing import Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from controller.inventory import SourceKey
 from controller.policy import Rules
@@ -194,6 +194,15 @@ def compile_regex(pattern: str, *, field: str = "regex") -> re.Pattern[str]:
         return re.compile(pattern)
     except re.error as error:
         raise ConfigError(field, f"invalid regular expression {pattern!r}: {error}") from None
+
+
+def parse_regexes(text: str, *, field: str = "regexes") -> tuple[re.Pattern[str], ...]:
+    """Comma-separated keep filters (split as `split_regexes` does), each compiled."""
+    try:
+        patterns = split_regexes(text)
+    except ValueError as error:
+        raise ConfigError(field, f"{text!r}: {error}") from None
+    return tuple(compile_regex(pattern, field=field) for pattern in patterns)
 
 
 def parse_namespaces(text: str, *, field: str = "namespaces") -> tuple[str, ...]:
@@ -508,18 +517,202 @@ class Settings:
 
 def describe_rules(rules: Rules) -> dict[str, object]:
     """`rules` as JSON-able data: durations as `format_duration` text, regexes as patterns."""
+    return {knob.field: knob.describe(getattr(rules, knob.field)) for knob in RULE_KNOBS}
 
-    def duration(value: timedelta | None) -> str | None:
-        return None if value is None else format_duration(value)
 
-    return {
-        "max_images": rules.max_images,
-        "keep_tags": sorted(rules.keep_tags),
-        "keep_filters": [p.pattern for p in rules.keep_filters],
-        "keep_younger_than": duration(rules.keep_younger_than),
-        "keep_pulled_within": duration(rules.keep_pulled_within),
-        "max_deletions_per_cycle": rules.max_deletions_per_cycle,
-    }
+# ---------------------------------------------------------------------------------------------
+# Retention knobs: each field of Rules as a flag, an environment variable and a --config key.
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Parse(Protocol[T_co]):
+    """A parser of flag or environment text: `field` is what to blame in the ConfigError."""
+
+    def __call__(self, text: str, *, field: str) -> T_co: ...
+
+
+class Read(Protocol[T_co]):
+    """A reader of a value loaded from the --config file: `at` is its path, for errors."""
+
+    def __call__(self, value: object, *, at: str) -> T_co: ...
+
+
+_DEFAULT_RULES = Rules()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleKnob(Generic[T]):
+    """One retention rule, declared once: the `Rules` field `name` (with `_` for `-`) is set by
+    the flag `name`, its ECR_CLEANUP_ variable and the --config key `name`; its default is
+    the field's default in `Rules`. The CLI's flag, the config schema and `describe_rules`
+    are derived from this."""
+
+    name: str
+    # flag and --config key, e.g. "max-images"
+    parse: Parse[T]
+    # the text of the flag or its environment variable into the field's value
+    read: Read[T]
+    # a value of the --config file into the field's value
+    describe: Callable[[T], object]
+    # the value as JSON-able data, for the start-up log line
+    help: str
+    # the --help text, without the "[env ...; default ...]" that the CLI adds
+    group: Literal["go", "retention"] = "retention"
+    # "go": one of the Go controller's flags (spelled -flag in errors); else a new one
+    metavar: str = "VALUE"
+    unset: str = ""
+    # what --help shows as the default when it is None, e.g. "(off)"
+
+    @property
+    def field(self) -> str:
+        """The field of Rules, e.g. max_images."""
+        return self.name.replace("-", "_")
+
+    @property
+    def default(self) -> T:
+        """The value when neither the flag, its variable nor a --config entry sets it."""
+        return cast(T, getattr(_DEFAULT_RULES, self.field))
+
+    @property
+    def shown(self) -> str:
+        """The default as --help shows it: "" for none, a comma list for a list."""
+        described = self.describe(self.default)
+        if described is None:
+            return self.unset
+        if isinstance(described, list):
+            return ",".join(str(item) for item in described)
+        return str(described)
+
+
+def _optional(read: Read[T]) -> Read[T | None]:
+    """A --config reader that also takes null, which turns the rule off."""
+
+    def read_optional(value: object, *, at: str) -> T | None:
+        return None if value is None else read(value, at=at)
+
+    return read_optional
+
+
+def _config_count(value: object, *, at: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(at, f"expected a positive integer, got {_type_name(value)}")
+    if value <= 0:
+        raise ConfigError(
+            at, f"expected a positive integer, got {value}: a zero or negative count is not allowed"
+        )
+    return value
+
+
+def _config_strings(value: object, *, at: str) -> list[str]:
+    if not isinstance(value, list):
+        raise ConfigError(at, f"expected a list of strings, got {_type_name(value)}")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ConfigError(
+                f"{at}[{index}]",
+                f"expected a string, got {_type_name(item)} {item!r} (quote it in YAML)",
+            )
+    return value
+
+
+def _config_duration(value: object, *, at: str) -> timedelta:
+    if not isinstance(value, str):
+        raise ConfigError(
+            at,
+            f"expected a duration such as 12h, 7d or 2w (a string with a unit), "
+            f"got {_type_name(value)} {value!r}",
+        )
+    return parse_duration(value, field=at)
+
+
+def _config_tags(value: object, *, at: str) -> frozenset[str]:
+    return frozenset(_config_strings(value, at=at))
+
+
+def _config_regexes(value: object, *, at: str) -> tuple[re.Pattern[str], ...]:
+    strings = _config_strings(value, at=at)
+    return tuple(compile_regex(pattern, field=f"{at}[{i}]") for i, pattern in enumerate(strings))
+
+
+def _parse_tags(text: str, *, field: str) -> frozenset[str]:
+    return frozenset(parse_list(text))
+
+
+def _describe_duration(value: timedelta | None) -> str | None:
+    return None if value is None else format_duration(value)
+
+
+def _describe_patterns(value: tuple[re.Pattern[str], ...]) -> list[str]:
+    return [pattern.pattern for pattern in value]
+
+
+def _describe_as_is(value: object) -> object:
+    return value
+
+
+RULE_KNOBS: tuple[RuleKnob[Any], ...] = (
+    # in the order of Rules' fields: describe_rules and the config keys follow it
+    RuleKnob(
+        name="max-images",
+        parse=parse_positive_int,
+        read=_config_count,
+        describe=_describe_as_is,
+        help="Maximum number of images to keep in each repository. Protected images (in use, "
+        "kept tags and filters, young or recently pulled) count but are never deleted.",
+        group="go",
+        metavar="N",
+    ),
+    RuleKnob(
+        name="keep-tags",
+        parse=_parse_tags,
+        read=_config_tags,
+        describe=sorted,
+        help="Comma-separated tags; an image carrying any of them is kept (exact match).",
+        metavar="TAGS",
+    ),
+    RuleKnob(
+        name="keep-filters",
+        parse=parse_regexes,
+        read=_config_regexes,
+        describe=_describe_patterns,
+        help="Comma-separated regular expressions; an image with a tag matching any of them "
+        "(unanchored search) is kept. Commas inside {}, [] or () and escaped commas (\\,) "
+        "belong to the regex: '^release-[0-9]{1,3}$' is one filter (the Go controller split "
+        "it in two).",
+        group="go",
+        metavar="REGEXES",
+    ),
+    RuleKnob(
+        name="keep-younger-than",
+        parse=parse_duration,
+        read=_optional(_config_duration),
+        describe=_describe_duration,
+        help="Keep images pushed within this duration, e.g. 7d.",
+        metavar="DURATION",
+        unset="(off)",
+    ),
+    RuleKnob(
+        name="keep-pulled-within",
+        parse=parse_duration,
+        read=_optional(_config_duration),
+        describe=_describe_duration,
+        help="Keep images pulled within this duration (ECR's lastRecordedPullTime), e.g. 30d.",
+        metavar="DURATION",
+        unset="(off)",
+    ),
+    RuleKnob(
+        name="max-deletions-per-cycle",
+        parse=parse_positive_int,
+        read=_optional(_config_count),
+        describe=_describe_as_is,
+        help="SAFETY valve: delete at most N images per repository per cycle.",
+        metavar="N",
+        unset="(unlimited)",
+    ),
+)
+_KNOBS_BY_NAME = {knob.name: knob for knob in RULE_KNOBS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,15 +721,7 @@ def describe_rules(rules: Rules) -> dict[str, object]:
 MAX_CONFIG_ENTRIES = 20_000
 """Entries in a --config file: far more than any registry's repository families need."""
 
-CONFIG_KEYS = (
-    "name",
-    "max-images",
-    "keep-tags",
-    "keep-filters",
-    "keep-younger-than",
-    "keep-pulled-within",
-    "max-deletions-per-cycle",
-)
+CONFIG_KEYS = ("name", *(knob.name for knob in RULE_KNOBS))
 
 
 def parse_config(data: object, *, defaults: Rules, source: str) -> tuple[RepositoryOverride, ...]:
@@ -630,28 +815,12 @@ def _parse_override(item: object, *, defaults: Rules, path: str) -> RepositoryOv
     if not name.strip():
         raise ConfigError(f"{path}.name", "expected an exact repository name or a glob, got ''")
     check_glob(name, field=f"{path}.name")
-    rules = defaults
-    for key, value in item.items():
-        at = f"{path}.{key}"
-        if key == "max-images":
-            rules = dataclasses.replace(rules, max_images=_config_count(value, at=at))
-        elif key == "max-deletions-per-cycle":
-            count = None if value is None else _config_count(value, at=at)
-            rules = dataclasses.replace(rules, max_deletions_per_cycle=count)
-        elif key == "keep-tags":
-            rules = dataclasses.replace(rules, keep_tags=frozenset(_config_strings(value, at=at)))
-        elif key == "keep-filters":
-            filters = tuple(
-                compile_regex(pattern, field=f"{at}[{i}]")
-                for i, pattern in enumerate(_config_strings(value, at=at))
-            )
-            rules = dataclasses.replace(rules, keep_filters=filters)
-        elif key == "keep-younger-than":
-            window = None if value is None else _config_duration(value, at=at)
-            rules = dataclasses.replace(rules, keep_younger_than=window)
-        elif key == "keep-pulled-within":
-            window = None if value is None else _config_duration(value, at=at)
-            rules = dataclasses.replace(rules, keep_pulled_within=window)
+    changes = {
+        _KNOBS_BY_NAME[key].field: _KNOBS_BY_NAME[key].read(value, at=f"{path}.{key}")
+        for key, value in item.items()
+        if key != "name"
+    }
+    rules = dataclasses.replace(defaults, **changes)
     return RepositoryOverride(pattern=name, rules=rules)
 
 
@@ -661,38 +830,6 @@ def _check_keys(mapping: Mapping[object, object], allowed: tuple[str, ...], *, p
             raise ConfigError(
                 f"{prefix}{key}", f"unknown key {key!r}: expected one of {', '.join(allowed)}"
             )
-
-
-def _config_count(value: object, *, at: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(at, f"expected a positive integer, got {_type_name(value)}")
-    if value <= 0:
-        raise ConfigError(
-            at, f"expected a positive integer, got {value}: a zero or negative count is not allowed"
-        )
-    return value
-
-
-def _config_strings(value: object, *, at: str) -> list[str]:
-    if not isinstance(value, list):
-        raise ConfigError(at, f"expected a list of strings, got {_type_name(value)}")
-    for index, item in enumerate(value):
-        if not isinstance(item, str):
-            raise ConfigError(
-                f"{at}[{index}]",
-                f"expected a string, got {_type_name(item)} {item!r} (quote it in YAML)",
-            )
-    return value
-
-
-def _config_duration(value: object, *, at: str) -> timedelta:
-    if not isinstance(value, str):
-        raise ConfigError(
-            at,
-            f"expected a duration such as 12h, 7d or 2w (a string with a unit), "
-            f"got {_type_name(value)} {value!r}",
-        )
-    return parse_duration(value, field=at)
 
 
 def _type_name(value: object) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import logging
@@ -14,15 +15,22 @@ import types
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from controller import cli
-from controller.cli import FLAGS, JsonFormatter, help_text, main, parse_settings
+from controller.cli import FLAGS, help_text, main, parse_settings
 from controller.policy import Rules
-from controller.settings import DEFAULT_PROTECT_WORKLOADS, ConfigError, Settings
+from controller.settings import (
+    DEFAULT_PROTECT_WORKLOADS,
+    RULE_KNOBS,
+    ConfigError,
+    RuleKnob,
+    Settings,
+)
 
 ERROR_PREFIX = "kube-ecr-cleanup-controller: error: "
 NO_POD = Path("/nonexistent/serviceaccount/namespace")
@@ -509,6 +517,34 @@ def test_env_vars(
     assert get(parse("-repos=a,b", env={env: value})) == expected
 
 
+# A sample per parser of the retention knobs: the flag or variable text, the same value as a
+# --config file holds it, and the rule value both must give. A knob with a new parser fails
+# below until its parser has a sample here.
+KNOB_SAMPLES: dict[str, tuple[str, object, object]] = {
+    "parse_positive_int": ("7", 7, 7),
+    "_parse_tags": ("a, b", ["a", "b"], frozenset({"a", "b"})),
+    "parse_regexes": ("^a,b{1,2}$", ["^a", "b{1,2}$"], (re.compile("^a"), re.compile("b{1,2}$"))),
+    "parse_duration": ("2w", "2w", timedelta(weeks=2)),
+}
+
+
+@pytest.mark.parametrize("knob", RULE_KNOBS, ids=lambda knob: knob.name)
+def test_every_retention_knob_sets_its_rule_by_flag_variable_and_config_key(
+    knob: RuleKnob[object], tmp_path: Path
+) -> None:
+    text, value, expected = KNOB_SAMPLES[getattr(knob.parse, "__name__", "")]
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"repositories": [{"name": "app", knob.name: value}]}))
+    variable = "ECR_CLEANUP_" + knob.name.upper().replace("-", "_")
+    by_flag = parse("-repos=app", f"--{knob.name}={text}").rules
+    by_variable = parse("-repos=app", env={variable: text}).rules
+    by_config = parse("-repos=app", f"--config={config}").rules_for("app")
+    change: dict[str, Any] = {knob.name.replace("-", "_"): expected}
+    wanted = dataclasses.replace(Rules(), **change)
+    assert wanted != Rules()  # the sample is not the default
+    assert by_flag == by_variable == by_config == wanted
+
+
 def test_allow_empty_namespaces_from_env_with_the_namespaces() -> None:
     env = {"ECR_CLEANUP_NAMESPACES": "shop,batch", "ECR_CLEANUP_ALLOW_EMPTY_NAMESPACES": "batch"}
     assert parse("-repos=a", env=env).allow_empty_namespaces == ("batch",)
@@ -887,6 +923,20 @@ def test_main_returns_the_app_status(monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["-repos=app"]) == 3
 
 
+def test_main_hands_the_settings_to_the_app_it_is_given() -> None:
+    # the entry point is passed in: no controller.app module is imported or replaced
+    runs: list[tuple[Settings, int | None]] = []
+
+    def app(settings: Settings, *, early_signal: Callable[[], int | None]) -> int:
+        runs.append((settings, early_signal()))
+        return 5
+
+    assert main(["-repos=app", "-max-images=3"], app=app) == 5
+    ((settings, early),) = runs
+    assert settings.rules.max_images == 3
+    assert early is None
+
+
 def test_main_json_logs(fake_app: list[Settings], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-repos=app", "--log-format=json", "-namespaces=prod"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
@@ -901,22 +951,6 @@ def test_debug_only_for_the_controller_loggers(fake_app: list[Settings]) -> None
     assert main(["-repos=app", "-v=2"]) == 0
     assert logging.getLogger("controller.app").isEnabledFor(logging.DEBUG)
     assert not logging.getLogger("botocore").isEnabledFor(logging.DEBUG)
-
-
-def test_json_formatter_includes_extra_fields_and_exceptions() -> None:
-    record = logging.LogRecord("controller.x", logging.ERROR, __file__, 1, "deleted %d", (3,), None)
-    record.repository = "app"
-    entry = json.loads(JsonFormatter().format(record))
-    assert entry["level"] == "ERROR"
-    assert entry["logger"] == "controller.x"
-    assert entry["message"] == "deleted 3"
-    assert entry["repository"] == "app"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", entry["time"])
-    try:
-        raise RuntimeError("boom")
-    except RuntimeError:
-        record.exc_info = sys.exc_info()
-    assert "RuntimeError: boom" in json.loads(JsonFormatter().format(record))["exception"]
 
 
 # -- help and the flag table

@@ -578,3 +578,14 @@ def test_split_regexes_gives_back_the_list_it_was_joined_from(regexes: list[str]
 def test_split_regexes_refuses_an_open_bracket(text: str) -> None:
     with pytest.raises(ValueError, match="unclosed"):
         split_regexes(text)
+
+
+def test_every_rules_field_has_one_knob_in_field_order() -> None:
+    # a Rules field without a knob could be set by neither flag, variable nor --config file;
+    # the field order is the order of describe_rules and of the config keys in errors
+    import dataclasses
+
+    from controller.settings import CONFIG_KEYS, RULE_KNOBS
+
+    assert [knob.field for knob in RULE_KNOBS] == [f.name for f in dataclasses.fields(Rules)]
+    assert ("name", *(knob.name for knob in RULE_KNOBS)) == CONFIG_KEYS
