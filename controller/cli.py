@@ -267,6 +267,7 @@ def _rule_flag(name: str) -> Flag[Any]:
         knob.default,
         knob.help,
         knob.group,
+        kind=knob.kind,
         metavar=knob.metavar,
         shown=knob.shown,
     )

@@ -564,6 +564,8 @@ class RuleKnob(Generic[T]):
     metavar: str = "VALUE"
     unset: str = ""
     # what --help shows as the default when it is None, e.g. "(off)"
+    kind: Literal["value", "bool"] = "value"
+    # bool: a bare `--flag` means true, `--flag=false` works
 
     @property
     def field(self) -> str:
@@ -581,6 +583,8 @@ class RuleKnob(Generic[T]):
         described = self.describe(self.default)
         if described is None:
             return self.unset
+        if isinstance(described, bool):
+            return "true" if described else "false"
         if isinstance(described, list):
             return ",".join(str(item) for item in described)
         return str(described)
@@ -614,6 +618,12 @@ def _config_strings(value: object, *, at: str) -> list[str]:
                 f"{at}[{index}]",
                 f"expected a string, got {_type_name(item)} {item!r} (quote it in YAML)",
             )
+    return value
+
+
+def _config_bool(value: object, *, at: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(at, f"expected true or false, got {_type_name(value)} {value!r}")
     return value
 
 
@@ -710,6 +720,17 @@ RULE_KNOBS: tuple[RuleKnob[Any], ...] = (
         help="SAFETY valve: delete at most N images per repository per cycle.",
         metavar="N",
         unset="(unlimited)",
+    ),
+    RuleKnob(
+        name="delete-orphaned-artifacts",
+        parse=parse_bool,
+        read=_config_bool,
+        describe=_describe_as_is,
+        help="Also delete attached artifacts (signatures, attestations, SBOMs) whose subject is "
+        "in none of the repository's images and not in use. Off: they are left alone, since "
+        "signatures may be stored apart from their images (cosign's COSIGN_REPOSITORY).",
+        metavar="BOOL",
+        kind="bool",
     ),
 )
 _KNOBS_BY_NAME = {knob.name: knob for knob in RULE_KNOBS}

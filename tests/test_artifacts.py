@@ -368,6 +368,21 @@ async def test_a_subject_coming_into_use_mid_cycle_keeps_its_artifacts() -> None
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 
 
+def cli(*args: str, endpoint: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "controller", *args],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+            **CREDENTIALS,
+            "AWS_ENDPOINT_URL_ECR": endpoint,
+        },
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
 def test_the_cli_keeps_the_signatures_of_images_in_use_and_deletes_the_others(
     tmp_path: Path,
 ) -> None:
@@ -387,31 +402,15 @@ def test_the_cli_keeps_the_signatures_of_images_in_use_and_deletes_the_others(
         elsewhere = ecr.add_artifact("app", "sha256:" + "e" * 64, pushed_at=now)
         kube.create("pods", pod("p", "shop", {"c": f"{HOST}/app@{running}"}))
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"prod": kube}, token="t")
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "controller",
-                "-repos=app",
-                "--once",
-                "-dry-run=false",
-                "-max-images=3",
-                "--keep-tags=",
-                f"-kubeconfig={kubeconfig}",
-                "--output=json",
-            ],
-            env={
-                **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-                **CREDENTIALS,
-                "AWS_ENDPOINT_URL_ECR": ecr.endpoint_url,
-            },
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
+        args = ["-repos=app", "--once", "-dry-run=false", "-max-images=3", "--keep-tags="]
+        args += [f"-kubeconfig={kubeconfig}", "--output=json"]
+        result = cli(*args, endpoint=ecr.endpoint_url)
         assert result.returncode == 0, result.stderr
         left = {view.digest: view for view in ecr.images("app")}
+        # asked to, a second run deletes the orphan, and nothing else: the count is met
+        again = cli(*args, "--delete-orphaned-artifacts", endpoint=ecr.endpoint_url)
+        assert again.returncode == 0, again.stderr
+        after_orphans = set(ecr.digests("app"))
     # 6 images over max-images 3: three go, the oldest unprotected ones (running, the oldest,
     # is in use: it counts toward the 3 but stays)
     assert running in left
@@ -431,3 +430,6 @@ def test_the_cli_keeps_the_signatures_of_images_in_use_and_deletes_the_others(
     report = json.loads(result.stdout.splitlines()[-1])
     (repo,) = report["repositories"]
     assert (repo["artifacts"], repo["artifacts_deleted"]) == (5, 2)
+    assert after_orphans == set(left) - {elsewhere}
+    (repo,) = json.loads(again.stdout.splitlines()[-1])["repositories"]
+    assert repo["deleted"][0]["reason"] == "orphaned-artifact"

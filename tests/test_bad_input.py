@@ -103,6 +103,12 @@ FLAG_CASES = (
     Case("--keep-pulled-within", "d7", "bad duration", "--keep-pulled-within: expected a positive"),
     Case("--max-deletions-per-cycle", "0", "out of range", "--max-deletions-per-cycle: expected"),
     Case("--max-deletions-per-cycle", "all", "wrong type", "--max-deletions-per-cycle: expected"),
+    Case(
+        "--delete-orphaned-artifacts",
+        "sometimes",
+        "wrong type",
+        "--delete-orphaned-artifacts: expected a boolean",
+    ),
     Case("--exclude-repos", "*", "conflicting", "--exclude-repos: excludes every repository"),
     Case("--exclude-repos", "[", "bad glob", "--exclude-repos: '[': the '[' at position 0"),
     Case(
@@ -219,6 +225,12 @@ CONFIG_CASES = (
     ),
     Case(
         "max-deletions-per-cycle", ENTRY + "    max-deletions-per-cycle: [5]\n", "wrong type", "r"
+    ),
+    Case(
+        "delete-orphaned-artifacts",
+        ENTRY + "    delete-orphaned-artifacts: 'yes'\n",
+        "wrong type",
+        "repositories[0].delete-orphaned-artifacts: expected true or false",
     ),
 )
 

@@ -540,6 +540,7 @@ def test_all_features_args_mean_what_the_values_say(tmp_path: Path) -> None:
     assert s.rules.keep_younger_than == timedelta(days=2)
     assert s.rules.keep_pulled_within == timedelta(days=30)
     assert s.rules.max_deletions_per_cycle == 1000
+    assert s.rules.delete_orphaned_artifacts is True
     assert s.max_staleness == timedelta(minutes=15)  # extraArgs come last and win
     assert s.protect_workloads == frozenset(WORKLOAD_KINDS)
     assert s.namespaces == ("shop", "batch", "edge", "jobs")
@@ -558,6 +559,8 @@ def test_all_features_args_mean_what_the_values_say(tmp_path: Path) -> None:
     assert hub.pattern == "docker-hub/*"
     assert hub.rules.max_images == 30
     assert hub.rules.max_deletions_per_cycle == 500
+    assert hub.rules.delete_orphaned_artifacts is False  # the override beats the flag
+    assert reports.rules.delete_orphaned_artifacts is True  # inherited from the flag
     assert hub.rules.keep_tags == frozenset({"latest", "stable"})  # inherited from the flags
     assert s.rules_for("shop/api").max_images == 100
 

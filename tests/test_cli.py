@@ -492,6 +492,12 @@ ENV_CASES: list[tuple[str, str, Callable[[Settings], object], object]] = [
     ("ECR_CLEANUP_KEEP_PULLED_WITHIN", "1d", lambda s: s.rules.keep_pulled_within, timedelta(1)),
     ("ECR_CLEANUP_EXCLUDE_REPOS", "b", lambda s: s.repositories.exclude, ("b",)),
     ("ECR_CLEANUP_MAX_DELETIONS_PER_CYCLE", "9", lambda s: s.rules.max_deletions_per_cycle, 9),
+    (
+        "ECR_CLEANUP_DELETE_ORPHANED_ARTIFACTS",
+        "1",
+        lambda s: s.rules.delete_orphaned_artifacts,
+        True,
+    ),
     ("ECR_CLEANUP_CONCURRENCY", "3", lambda s: s.concurrency, 3),
     ("ECR_CLEANUP_ONCE", "true", lambda s: s.once, True),
     ("ECR_CLEANUP_OUTPUT", "json", lambda s: s.output, "json"),
@@ -525,6 +531,7 @@ KNOB_SAMPLES: dict[str, tuple[str, object, object]] = {
     "_parse_tags": ("a, b", ["a", "b"], frozenset({"a", "b"})),
     "parse_regexes": ("^a,b{1,2}$", ["^a", "b{1,2}$"], (re.compile("^a"), re.compile("b{1,2}$"))),
     "parse_duration": ("2w", "2w", timedelta(weeks=2)),
+    "parse_bool": ("true", True, True),
 }
 
 

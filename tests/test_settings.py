@@ -515,6 +515,7 @@ def test_describe_is_plain_json() -> None:
         "keep_younger_than": "1d",
         "keep_pulled_within": None,
         "max_deletions_per_cycle": None,
+        "delete_orphaned_artifacts": False,
     }
     assert described["overrides"] == [
         {
@@ -525,6 +526,7 @@ def test_describe_is_plain_json() -> None:
             "keep_younger_than": None,
             "keep_pulled_within": None,
             "max_deletions_per_cycle": None,
+            "delete_orphaned_artifacts": False,
         }
     ]
     assert described["interval"] == "30m"

@@ -81,6 +81,7 @@ keepFilters: keep-filters
 keepYoungerThan: keep-younger-than
 keepPulledWithin: keep-pulled-within
 maxDeletionsPerCycle: max-deletions-per-cycle
+deleteOrphanedArtifacts: delete-orphaned-artifacts
 interval: interval
 intervalJitter: interval-jitter
 concurrency: concurrency
@@ -177,7 +178,7 @@ controller's key spelling; `name` first, then the set keys (null kept: it turns 
 Values are written as JSON, which is YAML.
 */}}
 {{- define "kube-ecr-cleanup-controller.configFile" -}}
-{{- $keys := list (list "maxImages" "max-images") (list "keepTags" "keep-tags") (list "keepFilters" "keep-filters") (list "keepYoungerThan" "keep-younger-than") (list "keepPulledWithin" "keep-pulled-within") (list "maxDeletionsPerCycle" "max-deletions-per-cycle") }}
+{{- $keys := list (list "maxImages" "max-images") (list "keepTags" "keep-tags") (list "keepFilters" "keep-filters") (list "keepYoungerThan" "keep-younger-than") (list "keepPulledWithin" "keep-pulled-within") (list "maxDeletionsPerCycle" "max-deletions-per-cycle") (list "deleteOrphanedArtifacts" "delete-orphaned-artifacts") }}
 repositories:
 {{- range .Values.repositoryOverrides }}
   - name: {{ .name | toJson }}
