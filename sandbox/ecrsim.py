@@ -14,7 +14,13 @@ ECR behaviour that moto does not model:
 * ``lastRecordedPullTime`` and millisecond-precision ``imagePushedAt``;
 * the exact ``BatchDeleteImage`` answer (one entry per deleted tag);
 * OCI 1.1 artifacts: a manifest's ``subject`` is reported as ``subjectManifestDigest``
-  (``add_artifact`` pushes a signature), and every image has an ``imageStatus``.
+  (``add_artifact`` pushes a signature), and ``ListImageReferrers`` lists them (cosign's
+  tag-scheme signatures are no referrers);
+* storage classes: ``UpdateImageStorageClass`` archives (ACTIVE -> ARCHIVED) and restores
+  (ARCHIVED -> ACTIVATING -> ACTIVE after ``activation_delay``, 20 min by default, on the
+  simulator's clock); ``DescribeImages`` returns ACTIVE images unless ``filter.imageStatus``
+  asks for others, with ``lastArchivedAt``/``lastActivatedAt``; pushing an archived image
+  again restores it at once (as documented).
 
 One simulator is one registry (``account``, ``region``).  State is seeded and
 inspected in-process (``create_repository``, ``add_image``, ``add_index``, ...),
@@ -46,7 +52,12 @@ so a controller that is correct here is correct against ECR:
 * pages follow push order; a ``nextToken`` is bound to its operation, repository and
   filter (anything else is ``InvalidParameterException``) and survives deletions
   between pages; a token is only returned when more results exist;
-* layers are not modelled: PutImage never answers ``LayersNotFoundException``.
+* layers are not modelled: PutImage never answers ``LayersNotFoundException``;
+* a storage-class transition from any other status than the one it leaves is refused
+  (``ImageStorageClassUpdateNotSupportedException``), as are archiving a child of an
+  unarchived index and restoring an index with an archived child: the index goes to the
+  archive first and comes back last, as deletions go;
+* BatchGetImage answers archived images as it answers active ones (not modelled: pulls).
 
 SigV4 is not verified.  This is test harness code, never shipped in the product.
 """
@@ -134,8 +145,13 @@ OPERATIONS = frozenset(
         "BatchGetImage",
         "BatchDeleteImage",
         "PutImage",
+        "UpdateImageStorageClass",
+        "ListImageReferrers",
     }
 )
+
+IMAGE_STATUS_FILTERS = frozenset({"ACTIVE", "ARCHIVED", "ACTIVATING", "ANY"})
+MAX_REFERRERS = 50  # ListImageReferrers maxResults upper bound (FiftyMaxResults)
 
 # Limits straight from botocore's ECR service model (2015-09-21).
 MAX_IMAGE_IDS = 100
@@ -218,6 +234,7 @@ class ImageView:
     last_pulled_at: datetime | None
     subject: str | None = None
     status: str = "ACTIVE"
+    archived_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,10 +266,21 @@ class _Image:
     subject: str | None = None
     status: str = "ACTIVE"
     # ACTIVE, ARCHIVED or ACTIVATING (the storage class: UpdateImageStorageClass)
+    archived_at: datetime | None = None
+    activated_at: datetime | None = None
+    activating_until: datetime | None = None
+    # while ACTIVATING: when the restore completes
 
     @property
     def is_index(self) -> bool:
         return self.media_type in INDEX_MEDIA_TYPES
+
+
+_Storage = tuple[str, datetime | None, datetime | None, datetime | None]
+
+
+def _storage(image: _Image) -> _Storage:
+    return image.status, image.archived_at, image.activated_at, image.activating_until
 
 
 @dataclass(slots=True)
@@ -605,6 +633,9 @@ class EcrRegistry:
         self.region = region
         self.clock: Callable[[], datetime] = clock or _utc_now
         self.batch_get_records_pull = batch_get_records_pull
+        self.activation_delay = timedelta(minutes=20)
+        # how long a restore (UpdateImageStorageClass to STANDARD) stays ACTIVATING: ECR
+        # documents "within 20 minutes"; on the simulator's clock
         self._lock = threading.RLock()
         self._repositories: dict[str, _Repository] = {}
         self._seq = 0
@@ -614,7 +645,10 @@ class EcrRegistry:
         self.record_requests = True
         # False: count calls only (a benchmark's millions of requests need no record)
         self._checkpoint: (
-            dict[str, tuple[dict[str, _Image], dict[str, str], dict[str, list[str]]]] | None
+            dict[
+                str, tuple[dict[str, _Image], dict[str, str], dict[str, tuple[list[str], _Storage]]]
+            ]
+            | None
         ) = None
         self._token_key = secrets.token_bytes(32)
         if region.startswith("cn-"):
@@ -768,7 +802,10 @@ class EcrRegistry:
                 name: (
                     dict(repo.images),
                     dict(repo.tags),
-                    {digest: list(image.tags) for digest, image in repo.images.items()},
+                    {
+                        digest: (list(image.tags), _storage(image))
+                        for digest, image in repo.images.items()
+                    },
                 )
                 for name, repo in self._repositories.items()
             }
@@ -783,8 +820,15 @@ class EcrRegistry:
             for name, (images, tags, image_tags) in self._checkpoint.items():
                 repo = self._repositories[name]
                 repo.images, repo.tags = dict(images), dict(tags)
-                for digest, kept in image_tags.items():
-                    images[digest].tags = list(kept)
+                for digest, (kept, storage) in image_tags.items():
+                    image = images[digest]
+                    image.tags = list(kept)
+                    (
+                        image.status,
+                        image.archived_at,
+                        image.activated_at,
+                        image.activating_until,
+                    ) = storage
             self._calls.clear()
             self._requests.clear()
 
@@ -846,6 +890,15 @@ class EcrRegistry:
             )
             return self._store(repository, manifest, None, list(tags), pushed_at).digest
 
+    def set_storage_class(self, repo: str, digest: str, target: str) -> str:
+        """Seed a storage class as UpdateImageStorageClass would (`ARCHIVE` or `STANDARD`),
+        with the same rules; returns the status it leaves."""
+        with self._lock:
+            repository = self._repository(repo)
+            image = repository.images[digest]
+            self._transition(repository, image, target)
+            return image.status
+
     def add_index(
         self,
         repo: str,
@@ -903,7 +956,8 @@ class EcrRegistry:
                     media_type=image.media_type,
                     last_pulled_at=image.last_pulled_at,
                     subject=image.subject,
-                    status=image.status,
+                    status=self._settled(image),
+                    archived_at=image.archived_at,
                 )
                 for image in repository.images.values()
             ]
@@ -990,7 +1044,11 @@ class EcrRegistry:
         digest = manifest_digest(manifest)
         image = repository.images.get(digest)
         new_tags = [tag for tag in dict.fromkeys(tags) if image is None or tag not in image.tags]
-        if image is not None and not new_tags:
+        if image is not None and self._settled(image) != "ACTIVE":
+            # documented: pushing an archived image restores it at once
+            image.status, image.activating_until = "ACTIVE", None
+            image.activated_at = self.clock()
+        elif image is not None and not new_tags:
             tag_text = tags[0] if tags else "null"
             raise EcrError(
                 "ImageAlreadyExistsException",
@@ -1255,8 +1313,19 @@ class EcrRegistry:
             detail["lastRecordedPullTime"] = _epoch(image.last_pulled_at)
         if image.subject is not None:
             detail["subjectManifestDigest"] = image.subject
-        detail["imageStatus"] = image.status
+        detail["imageStatus"] = self._settled(image)
+        if image.archived_at is not None:
+            detail["lastArchivedAt"] = _epoch(image.archived_at)
+        if image.activated_at is not None:
+            detail["lastActivatedAt"] = _epoch(image.activated_at)
         return detail
+
+    def _settled(self, image: _Image) -> str:
+        """The image's status now: a restore whose time has come is complete."""
+        until = image.activating_until
+        if image.status == "ACTIVATING" and until is not None and self.clock() >= until:
+            image.status, image.activated_at, image.activating_until = "ACTIVE", until, None
+        return image.status
 
     # ------------------------------------------------------------- operations
 
@@ -1311,8 +1380,17 @@ class EcrRegistry:
             raise _invalid(
                 "filter.tagStatus", "Member must satisfy enum value set: [TAGGED, UNTAGGED, ANY]"
             )
+        # documented: without the filter, only ACTIVE images are returned
+        image_status = _opt_str(filter_ or {}, "imageStatus") or "ACTIVE"
+        if image_status not in IMAGE_STATUS_FILTERS:
+            raise _invalid(
+                "filter.imageStatus",
+                "Member must satisfy enum value set: [ACTIVE, ARCHIVED, ACTIVATING, ANY]",
+            )
 
         def wanted(image: _Image) -> bool:
+            if image_status != "ANY" and self._settled(image) != image_status:
+                return False
             if tag_status == "TAGGED":
                 return bool(image.tags)
             if tag_status == "UNTAGGED":
@@ -1343,7 +1421,7 @@ class EcrRegistry:
                     details.setdefault(image.digest, self._detail_wire(repository, image))
             return {"imageDetails": list(details.values())}
 
-        scope = f"DescribeImages/{repository.name}/{tag_status}"
+        scope = f"DescribeImages/{repository.name}/{tag_status}/{image_status}"
         after = self._untoken(scope, token) if token is not None else 0
         limit = max_results or DEFAULT_RESULTS
         page: list[_Image] = []
@@ -1481,6 +1559,141 @@ class EcrRegistry:
                 "imageManifestMediaType": image.media_type,
             }
         }
+
+    def _op_UpdateImageStorageClass(
+        self, params: dict[str, Any], registry_id: str | None
+    ) -> dict[str, Any]:
+        repository = self._repository(_req_str(params, "repositoryName"), registry_id)
+        raw_id = _opt(params, "imageId", dict, "an object")
+        if raw_id is None:
+            raise EcrError("InvalidParameterException", "Missing required parameter: 'imageId'")
+        image_id = _ImageId(_opt_str(raw_id, "imageDigest"), _opt_str(raw_id, "imageTag"))
+        target = _req_str(params, "targetStorageClass")
+        if target not in ("STANDARD", "ARCHIVE"):
+            raise _invalid(
+                "targetStorageClass", "Member must satisfy enum value set: [STANDARD, ARCHIVE]"
+            )
+        problem = self._id_problem(repository, image_id)
+        if problem is not None:
+            raise EcrError("InvalidParameterException", problem[1])
+        image = self._resolve(repository, image_id)
+        if image is None:
+            raise EcrError(
+                "ImageNotFoundException",
+                f"The image with imageId {image_id.wire()} does not exist within the repository "
+                f"with name '{repository.name}' in the registry with id '{self.account}'",
+            )
+        self._transition(repository, image, target)
+        return {
+            "registryId": self.account,
+            "repositoryName": repository.name,
+            "imageId": {**image_id.wire(), "imageDigest": image.digest},
+            "imageStatus": image.status,
+        }
+
+    def _transition(self, repository: _Repository, image: _Image, target: str) -> None:
+        """ACTIVE -> ARCHIVED, ARCHIVED -> ACTIVATING (-> ACTIVE after `activation_delay`).
+
+        Where the documentation is silent, the conservative reading: a transition from any
+        other status is refused (a controller must not count on repeating one); an image an
+        unarchived index references cannot be archived before the index (archive the index
+        first, as deletions go), and an index cannot be restored while a child of it is
+        archived (restore the children first)."""
+        status = self._settled(image)
+        refused = "ImageStorageClassUpdateNotSupportedException"
+        if target == "ARCHIVE":
+            if status != "ACTIVE":
+                raise EcrError(refused, f"image {image.digest} is {status}, not ACTIVE")
+            holders = [
+                other.digest
+                for other in repository.images.values()
+                if image.digest in other.children and self._settled(other) != "ARCHIVED"
+            ]
+            if holders:
+                raise EcrError(
+                    refused, f"image {image.digest} is referenced by the image index {holders[0]}"
+                )
+            image.status, image.archived_at = "ARCHIVED", self.clock()
+            return
+        if status != "ARCHIVED":
+            raise EcrError(refused, f"image {image.digest} is {status}, not ARCHIVED")
+        archived = [
+            child
+            for child in image.children
+            if child in repository.images and self._settled(repository.images[child]) == "ARCHIVED"
+        ]
+        if archived:
+            raise EcrError(
+                refused, f"the image index {image.digest} has archived child {archived[0]}"
+            )
+        image.status = "ACTIVATING"
+        image.activating_until = self.clock() + self.activation_delay
+        self._settled(image)  # a zero delay restores at once
+
+    def _op_ListImageReferrers(
+        self, params: dict[str, Any], registry_id: str | None
+    ) -> dict[str, Any]:
+        repository = self._repository(_req_str(params, "repositoryName"), registry_id)
+        subject = _opt(params, "subjectId", dict, "an object")
+        digest = _opt_str(subject or {}, "imageDigest")
+        if digest is None:
+            raise EcrError(
+                "InvalidParameterException", "Missing required parameter: 'subjectId.imageDigest'"
+            )
+        if not _DIGEST.fullmatch(digest):
+            raise _invalid("subjectId.imageDigest", "Member must satisfy the digest pattern")
+        filter_: dict[str, Any] = _opt(params, "filter", dict, "an object") or {}
+        types = _opt_list(filter_, "artifactTypes", 100)
+        status = _opt_str(filter_, "artifactStatus") or "ACTIVE"
+        if status not in IMAGE_STATUS_FILTERS:
+            raise _invalid(
+                "filter.artifactStatus",
+                "Member must satisfy enum value set: [ACTIVE, ARCHIVED, ACTIVATING, ANY]",
+            )
+        limit = params.get("maxResults", MAX_REFERRERS)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_REFERRERS:
+            raise _invalid("maxResults", f"Member must have value between 1 and {MAX_REFERRERS}")
+        token = _opt_str(params, "nextToken")
+        scope = f"ListImageReferrers/{repository.name}/{digest}/{types}/{status}"
+        after = self._untoken(scope, token) if token is not None else 0
+        page: list[_Image] = []
+        more = False
+        for image in repository.images.values():
+            if image.seq <= after or image.subject != digest:
+                continue
+            kind = _artifact_type(image)
+            if types is not None and kind not in types:
+                continue
+            if status != "ANY" and self._settled(image) != status:
+                continue
+            if len(page) == limit:
+                more = True
+                break
+            page.append(image)
+        answer: dict[str, Any] = {
+            "referrers": [
+                {
+                    "digest": image.digest,
+                    "mediaType": image.media_type,
+                    "artifactType": _artifact_type(image),
+                    "size": len(image.manifest.encode("utf-8")),
+                    "artifactStatus": self._settled(image),
+                }
+                for image in page
+            ]
+        }
+        if more:
+            answer["nextToken"] = self._token(scope, page[-1].seq)
+        return answer
+
+
+def _artifact_type(image: _Image) -> str | None:
+    """OCI 1.1: a manifest's `artifactType`, else its config's media type."""
+    try:
+        declared = json.loads(image.manifest).get("artifactType")
+    except (ValueError, AttributeError):
+        declared = None
+    return declared if isinstance(declared, str) else image.artifact_media_type
 
 
 # ------------------------------------------------------------------------ HTTP front
