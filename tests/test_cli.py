@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import types
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -57,19 +56,18 @@ def _hermetic(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     logging.getLogger("controller").setLevel(controller_level)
 
 
-@pytest.fixture
-def fake_app(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
-    """Stands in for controller.app: records the Settings it is run with, returns 0."""
-    runs: list[Settings] = []
-    module = types.ModuleType("controller.app")
+class FakeApp(list[Settings]):
+    """Stands in for the controller (`main(argv, app=...)`): records the Settings it is run
+    with, returns 0."""
 
-    def run(settings: Settings, **_: object) -> int:
-        runs.append(settings)
+    def __call__(self, settings: Settings, **_: object) -> int:
+        self.append(settings)
         return 0
 
-    module.run = run  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "controller.app", module)
-    return runs
+
+@pytest.fixture
+def fake_app() -> FakeApp:
+    return FakeApp()
 
 
 def error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -196,7 +194,7 @@ def test_version(capsys: pytest.CaptureFixture[str], spelling: str) -> None:
     assert capsys.readouterr().out == f"kube-ecr-cleanup-controller {__version__}\n"
 
 
-def test_realistic_go_deployment_args_work_unchanged(fake_app: list[Settings]) -> None:
+def test_realistic_go_deployment_args_work_unchanged(fake_app: FakeApp) -> None:
     argv = [
         "-logtostderr",
         "-v=2",
@@ -208,7 +206,7 @@ def test_realistic_go_deployment_args_work_unchanged(fake_app: list[Settings]) -
         "-dry-run=false",
         "-namespaces=default,prod",
     ]
-    assert main(argv) == 0
+    assert main(argv, app=fake_app) == 0
     (settings,) = fake_app
     assert settings.repositories.include == ("app", "worker")
     assert settings.repositories.exact_names == ("app", "worker")
@@ -221,7 +219,7 @@ def test_realistic_go_deployment_args_work_unchanged(fake_app: list[Settings]) -
     assert settings.log_level == logging.DEBUG
 
 
-def test_older_go_deployment_args_with_glog_flags(fake_app: list[Settings]) -> None:
+def test_older_go_deployment_args_with_glog_flags(fake_app: FakeApp) -> None:
     argv = [
         "-alsologtostderr",
         "-stderrthreshold=INFO",
@@ -237,7 +235,7 @@ def test_older_go_deployment_args_with_glog_flags(fake_app: list[Settings]) -> N
         "-namespaces",
         "default",
     ]
-    assert main(argv) == 0
+    assert main(argv, app=fake_app) == 0
     (settings,) = fake_app
     assert settings.interval == timedelta(hours=1)
     assert settings.rules.max_images == 100
@@ -279,9 +277,9 @@ def test_glog_levels(argv: list[str], level: int) -> None:
     ],
 )
 def test_glog_bools_are_accepted_silently(
-    argv: list[str], fake_app: list[Settings], capsys: pytest.CaptureFixture[str]
+    argv: list[str], fake_app: FakeApp, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["-repos=app", *argv]) == 0
+    assert main(["-repos=app", *argv], app=fake_app) == 0
     assert "ignored" not in capsys.readouterr().err
 
 
@@ -295,9 +293,9 @@ def test_glog_bools_are_accepted_silently(
     ],
 )
 def test_unmapped_glog_flags_are_accepted_with_a_warning(
-    argv: list[str], warning: str, fake_app: list[Settings], capsys: pytest.CaptureFixture[str]
+    argv: list[str], warning: str, fake_app: FakeApp, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["-repos=app", *argv]) == 0
+    assert main(["-repos=app", *argv], app=fake_app) == 0
     assert fake_app
     assert re.search(r"WARNING controller\.cli " + re.escape(warning), capsys.readouterr().err)
 
@@ -606,10 +604,10 @@ def test_bad_env_value_is_an_error_naming_the_env_var(
 
 
 def test_unknown_env_var_is_warned_about(
-    monkeypatch: pytest.MonkeyPatch, fake_app: list[Settings], capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, fake_app: FakeApp, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("ECR_CLEANUP_DRYRUN", "false")
-    assert main(["-repos=app"]) == 0
+    assert main(["-repos=app"], app=fake_app) == 0
     assert "ECR_CLEANUP_DRYRUN is not a setting and is ignored" in capsys.readouterr().err
     assert fake_app[0].dry_run is True
 
@@ -886,9 +884,9 @@ def test_subprocess_exit_status_and_single_stderr_line() -> None:
 
 
 def test_main_logs_configuration_and_dry_run_warning(
-    fake_app: list[Settings], capsys: pytest.CaptureFixture[str]
+    fake_app: FakeApp, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["-repos=app"]) == 0
+    assert main(["-repos=app"], app=fake_app) == 0
     assert fake_app[0].dry_run is True
     err = capsys.readouterr().err
     assert re.search(r"INFO controller\.cli kube-ecr-cleanup-controller \S+ starting with \{", err)
@@ -899,9 +897,9 @@ def test_main_logs_configuration_and_dry_run_warning(
 
 
 def test_main_without_dry_run_has_no_dry_run_warning(
-    fake_app: list[Settings], capsys: pytest.CaptureFixture[str]
+    fake_app: FakeApp, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["-repos=app", "-dry-run=false"]) == 0
+    assert main(["-repos=app", "-dry-run=false"], app=fake_app) == 0
     assert "DRY RUN" not in capsys.readouterr().err
 
 
@@ -909,25 +907,18 @@ def test_a_signal_before_the_event_loop_is_recorded_not_fatal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # SIGTERM while the controller's modules load used to kill the process with -15
-    module = types.ModuleType("controller.app")
-
     def run(settings: Settings, *, early_signal: Callable[[], int | None]) -> int:
         os.kill(os.getpid(), signal.SIGTERM)  # the kubelet, during start-up
         received = early_signal()
         return 7 if received == signal.SIGTERM else 0
 
-    module.run = run  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "controller.app", module)
     before = signal.getsignal(signal.SIGTERM)
-    assert main(["-repos=app"]) == 7
+    assert main(["-repos=app"], app=run) == 7
     assert signal.getsignal(signal.SIGTERM) is before  # handlers restored after main
 
 
-def test_main_returns_the_app_status(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = types.ModuleType("controller.app")
-    module.run = lambda settings, **_: 3  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "controller.app", module)
-    assert main(["-repos=app"]) == 3
+def test_main_returns_the_app_status() -> None:
+    assert main(["-repos=app"], app=lambda settings, **_: 3) == 3
 
 
 def test_main_hands_the_settings_to_the_app_it_is_given() -> None:
@@ -944,8 +935,8 @@ def test_main_hands_the_settings_to_the_app_it_is_given() -> None:
     assert early is None
 
 
-def test_main_json_logs(fake_app: list[Settings], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["-repos=app", "--log-format=json", "-namespaces=prod"]) == 0
+def test_main_json_logs(fake_app: FakeApp, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-repos=app", "--log-format=json", "-namespaces=prod"], app=fake_app) == 0
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert {line["logger"] for line in lines} == {"controller.cli"}
     start = next(line for line in lines if line["message"].endswith("starting"))
@@ -954,8 +945,8 @@ def test_main_json_logs(fake_app: list[Settings], capsys: pytest.CaptureFixture[
     assert any(line["level"] == "WARNING" and "DRY RUN" in line["message"] for line in lines)
 
 
-def test_debug_only_for_the_controller_loggers(fake_app: list[Settings]) -> None:
-    assert main(["-repos=app", "-v=2"]) == 0
+def test_debug_only_for_the_controller_loggers(fake_app: FakeApp) -> None:
+    assert main(["-repos=app", "-v=2"], app=fake_app) == 0
     assert logging.getLogger("controller.app").isEnabledFor(logging.DEBUG)
     assert not logging.getLogger("botocore").isEnabledFor(logging.DEBUG)
 
@@ -1072,9 +1063,9 @@ def test_keep_filters_split_only_between_regexes(text: str, patterns: list[str])
 
 
 def test_keep_filters_are_logged_as_parsed_at_start_up(
-    fake_app: list[Settings], capsys: pytest.CaptureFixture[str]
+    fake_app: FakeApp, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["-repos=app", "-keep-filters=^release-[0-9]{1,3}$,^stable$"]) == 0
+    assert main(["-repos=app", "-keep-filters=^release-[0-9]{1,3}$,^stable$"], app=fake_app) == 0
     err = capsys.readouterr().err
     assert "keep filters (-keep-filters): 2: '^release-[0-9]{1,3}$', '^stable$'" in err
 
