@@ -220,10 +220,14 @@ async def with_children_of(
 
 @dataclass
 class CallStats:
-    """ECR calls made (one per API call, not per HTTP attempt) and throttled attempts, per operation."""
+    """ECR calls made (one per API call, not per HTTP attempt), and throttled and failed (5xx)
+    attempts, per operation."""
 
     calls: Counter[str] = field(default_factory=Counter)
     throttles: Counter[str] = field(default_factory=Counter)
+    server_errors: Counter[str] = field(default_factory=Counter)
+    # attempts answered with a 5xx: the SDK retries them, so a call that then succeeds would
+    # otherwise leave no trace of an ECR in trouble
 
 
 class AdaptiveLimit:
@@ -309,6 +313,8 @@ class AioEcr:
         if status == 429 or code in {"ThrottlingException", "TooManyRequestsException"}:
             self.stats.throttles[getattr(operation, "name", "?")] += 1
             self.limit.throttled()
+        elif status >= 500:
+            self.stats.server_errors[getattr(operation, "name", "?")] += 1
 
     def _registry(self) -> dict[str, str]:
         return {"registryId": self._registry_id} if self._registry_id else {}

@@ -461,15 +461,17 @@ class _EcrCollector:
         return list(self._families())
 
     def collect(self) -> list[Metric]:
-        calls, throttles = self._families()
-        operations = sorted({*ECR_OPERATIONS, *self._stats.calls, *self._stats.throttles})
+        calls, throttles, server_errors = self._families()
+        stats = self._stats
+        operations = sorted({*ECR_OPERATIONS, *stats.calls, *stats.throttles, *stats.server_errors})
         for operation in operations:
-            calls.add_metric([operation], self._stats.calls[operation])
-            throttles.add_metric([operation], self._stats.throttles[operation])
-        return [calls, throttles]
+            calls.add_metric([operation], stats.calls[operation])
+            throttles.add_metric([operation], stats.throttles[operation])
+            server_errors.add_metric([operation], stats.server_errors[operation])
+        return [calls, throttles, server_errors]
 
     @staticmethod
-    def _families() -> tuple[CounterMetricFamily, CounterMetricFamily]:
+    def _families() -> tuple[CounterMetricFamily, CounterMetricFamily, CounterMetricFamily]:
         return (
             CounterMetricFamily(
                 PREFIX + "ecr_api_calls_total",
@@ -480,6 +482,11 @@ class _EcrCollector:
                 PREFIX + "ecr_api_throttles_total",
                 "ECR API attempts answered with throttling (HTTP 429 or a throttling error code), "
                 "per operation.",
+                labels=["operation"],
+            ),
+            CounterMetricFamily(
+                PREFIX + "ecr_api_server_errors_total",
+                "ECR API attempts answered with a 5xx server error, retried or not, per operation.",
                 labels=["operation"],
             ),
         )

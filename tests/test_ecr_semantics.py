@@ -125,6 +125,9 @@ async def test_server_errors_are_retried(sim: EcrSimulator, ecr: AioEcr) -> None
     target = await repo(ecr, "app")
     sim.server_error("DescribeImages", times=1)
     assert len(await ecr.images(target)) == 1
+    # retried to success by the SDK, yet counted: an ECR in trouble shows before a call fails
+    assert ecr.stats.server_errors["DescribeImages"] == 1
+    assert ecr.stats.throttles["DescribeImages"] == 0
 
 
 @pytest.mark.parametrize("kind", ["missing-field", "bad-timestamp", "wrong-type"])

@@ -486,8 +486,10 @@ def test_ecr_calls_and_throttles_are_read_at_scrape_time(
     for operation in ECR_OPERATIONS:
         assert value(registry, "ecr_cleanup_ecr_api_calls_total", operation=operation) == 0
         assert value(registry, "ecr_cleanup_ecr_api_throttles_total", operation=operation) == 0
+        assert value(registry, "ecr_cleanup_ecr_api_server_errors_total", operation=operation) == 0
 
     stats.calls["DescribeImages"] += 3
+    stats.server_errors["BatchDeleteImage"] += 4
     stats.calls["BatchDeleteImage"] += 1
     stats.throttles["DescribeImages"] += 2
 
@@ -495,6 +497,8 @@ def test_ecr_calls_and_throttles_are_read_at_scrape_time(
     assert value(registry, calls, operation="DescribeImages") == 3
     assert value(registry, calls, operation="BatchDeleteImage") == 1
     assert value(registry, "ecr_cleanup_ecr_api_throttles_total", operation="DescribeImages") == 2
+    errors = "ecr_cleanup_ecr_api_server_errors_total"
+    assert value(registry, errors, operation="BatchDeleteImage") == 4
 
 
 # -- the exposition as a whole ----------------------------------------------------------------
