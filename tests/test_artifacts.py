@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -433,3 +434,52 @@ def test_the_cli_keeps_the_signatures_of_images_in_use_and_deletes_the_others(
     assert after_orphans == set(left) - {elsewhere}
     (repo,) = json.loads(again.stdout.splitlines()[-1])["repositories"]
     assert repo["deleted"][0]["reason"] == "orphaned-artifact"
+
+
+@settings(max_examples=150, deadline=None)
+@given(signed_repositories(), st.lists(st.integers(0, 40), max_size=4), st.randoms())
+async def test_property_the_pruner_never_deletes_an_artifact_before_or_beside_its_subject(
+    case: tuple[list[Image], frozenset[int], Rules],
+    rollbacks: list[int],
+    rng: Any,
+) -> None:
+    """The real pruner, with rollbacks landing between delete calls and failing deletes: at the
+    moment of every delete call, no artifact in it has a subject still in the repository or
+    in use (the plan orders it after its subjects; the veto keeps the whole group; a subject
+    whose delete failed holds it back)."""
+    images, in_use, rules = case
+    ecr = FakeEcr()
+    ecr.add("app", *images)
+    artifacts = {i.digest: subjects_of(i) for i in images if subjects_of(i)}
+    for image in images:
+        if rng.random() < 0.1:
+            ecr.delete_failures[image.digest] = "KmsError"
+    index = InUseIndex()
+    index.upsert(PODS, "running", References(frozenset(dg(n) for n in in_use)))
+    store = ecr.repos["app"]
+    calls = 0
+
+    async def check_then_roll_back(_repo: str, batch: Sequence[Digest]) -> None:
+        nonlocal calls
+        for digest in batch:
+            subjects = artifacts.get(digest, frozenset())
+            in_graph = any(digest in i.children for i in store.values()) or store[digest].children
+            if subjects and not in_graph:
+                assert not subjects & set(store), (digest, subjects)
+                assert not any(index.digest_in_use(s) for s in subjects), (digest, subjects)
+        if calls in rollbacks:  # a pod starts running an image still stored, after the veto
+            index.upsert(
+                PODS, f"rollback-{calls}", References(frozenset({rng.choice(list(store))}))
+            )
+        calls += 1
+
+    ecr.before_delete = check_then_roll_back
+    p = Pruner(
+        ecr,
+        index,
+        PruneOptions(
+            selection=RepositorySelection(("app",)), rules_for=lambda _name: rules, dry_run=False
+        ),
+    )
+    report = await cycle(p)
+    assert not report.repositories[0].errors
