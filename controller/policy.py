@@ -180,6 +180,12 @@ class Plan:
         artifacts, which are counted apart."""
         counts: dict[Reason, int] = {}
         chosen = self.artifacts
+        if not chosen:  # the common case: no artifact, one pass without a lookup
+            if artifacts:
+                return counts
+            for decision in self.decisions:
+                counts[decision.reason] = counts.get(decision.reason, 0) + 1
+            return counts
         for decision in self.decisions:
             if (decision.image.digest in chosen) is artifacts:
                 counts[decision.reason] = counts.get(decision.reason, 0) + 1
