@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TextIO
 
-import aiohttp
 import anyio
 import anyio.abc
 from prometheus_client import (
@@ -38,6 +37,7 @@ from prometheus_client import (
 from controller.clusters import Cluster, connect
 from controller.ecr import AioEcr, check_profile, known_region, open_ecr
 from controller.inventory import InUseIndex, SourceKey
+from controller.kubeapi import REQUEST_FAILURES, KubeError
 from controller.leadership import AlwaysLeader, ElectionConfig, LeaderElector, Leadership
 from controller.metrics import Metrics
 from controller.pruning import CycleReport, PruneOptions, Pruner
@@ -45,7 +45,7 @@ from controller.report import render
 from controller.scheduling import NOT_LEADER, UNTRUSTED_VIEW, Blocked, Schedule, run_schedule
 from controller.serving import listen, serve
 from controller.settings import ConfigError, Settings
-from controller.sources import KINDS, SourceError
+from controller.sources import KINDS
 from controller.trust import SourceTracker
 from controller.watching import Watcher
 
@@ -101,9 +101,9 @@ class View:
         )
 
 
-LIST_FAILURES = (SourceError, TimeoutError, aiohttp.ClientError, OSError, ValueError)
+LIST_FAILURES = REQUEST_FAILURES
 """What a LIST of a source can fail with: an API error, a timeout, a connection that cannot be
-made (refused, DNS, TLS), or a server address that is not a URL."""
+made (refused, DNS, TLS), or a server address that is not a URL (see `kubeapi`)."""
 
 
 async def list_everything(
@@ -118,10 +118,8 @@ async def list_everything(
             try:
                 await watcher.list_once()
             except LIST_FAILURES as exc:
-                status = exc.status if isinstance(exc, SourceError) else None
-                reason = (
-                    str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
-                )
+                status = exc.status if isinstance(exc, KubeError) else None
+                reason = str(exc) if isinstance(exc, KubeError) else f"{type(exc).__name__}: {exc}"
                 view.tracker.disconnected(
                     watcher.source, time.monotonic(), reason, status_code=status
                 )

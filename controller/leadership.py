@@ -23,6 +23,10 @@ race, never a success):
 renew deadline, judges expiry on the wall clock, writes local time as UTC, loses renewTime
 when the microseconds are zero, never counts leaseTransitions, and returns after the first
 loss of leadership instead of campaigning again.
+
+A request that fails (`kubeapi.REQUEST_FAILURES`: an HTTP error of the API, a `LeaseError` for an
+answer that is not a JSON object, a connection or timeout error) is a failed attempt: logged,
+retried at the next period, and leadership ends at its deadline as if the write never happened.
 """
 
 from __future__ import annotations
@@ -37,11 +41,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple, Protocol
 
-import aiohttp
 import anyio
-import orjson
 
 from controller.kube import client
+from controller.kubeapi import REQUEST_FAILURES, LeaseError, json_object, read_answer
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +100,6 @@ class ElectionConfig:
     def lease_duration_seconds(self) -> int:
         """leaseDurationSeconds is an integer: round up, others must never wait less."""
         return max(1, math.ceil(self.lease_duration))
-
-
-class LeaseError(Exception):
-    """A Lease request failed (HTTP status other than the ones the protocol expects, bad body)."""
 
 
 class _Record(NamedTuple):
@@ -179,16 +178,10 @@ class _LeaseApi:
         return await self._answer(response)
 
     async def _answer(self, response: Any) -> tuple[int, dict[str, Any]]:
-        # with _preload_content=False the stubs' V1Lease is really an aiohttp response
-        async with response:
-            status = int(response.status)
-            raw = await response.read()
-        try:
-            data = orjson.loads(raw) if raw.strip() else {}
-        except orjson.JSONDecodeError:
-            raise LeaseError(f"HTTP {status}: the answer is not JSON: {raw[:120]!r}") from None
-        if not isinstance(data, dict):
-            raise LeaseError(f"HTTP {status}: the answer is not a JSON object")
+        # with _preload_content=False the stubs' V1Lease is really an aiohttp response; every
+        # status is the caller's to judge, an empty body (some 404s and 409s) reads as {}
+        status, raw = await read_answer(response)
+        data = json_object(raw, f"HTTP {status}", error=LeaseError) if raw.strip() else {}
         return status, data
 
 
@@ -196,15 +189,6 @@ def _failure(status: int, body: dict[str, Any]) -> str:
     reason = body.get("reason") or "error"
     message = body.get("message") or ""
     return f"HTTP {status} {reason}: {message}".rstrip(": ")
-
-
-_API_ERRORS: Final = (
-    LeaseError,
-    aiohttp.ClientError,
-    OSError,
-    TimeoutError,
-    client.exceptions.ApiException,
-)
 
 
 class LeaderElector:
@@ -315,7 +299,7 @@ class LeaderElector:
         with anyio.move_on_after(budget):
             try:
                 outcome = await self._try_acquire_or_renew(started)
-            except _API_ERRORS as exc:
+            except REQUEST_FAILURES as exc:
                 outcome = f"{type(exc).__name__}: {exc}"
         if outcome is True:
             self._last_failure = None
@@ -510,7 +494,7 @@ class LeaderElector:
                 if status != 200:
                     return
                 self._observe(body)
-            except _API_ERRORS as exc:
+            except REQUEST_FAILURES as exc:
                 log.warning(
                     "could not release Lease %s/%s: %s: %s",
                     api.namespace,

@@ -153,8 +153,9 @@ class Metrics:
         )
         self._errors = counter(
             "errors_total",
-            "Repository prunes that failed, per repository, failing operation (ECR API operation, "
-            "or prune) and error code (ECR error code or exception type).",
+            "Repository prunes that failed or were stopped, per repository, failing operation (ECR "
+            "API operation, or prune) and error code (ECR error code, exception type, or Stopped: "
+            "deletions stopped by the trust gate, leadership lost or shutdown).",
             ["repository", "operation", "code"],
         )
         self._repository_images = gauge(
@@ -239,8 +240,7 @@ class Metrics:
         gauges = self._leading is not False
         for repository in report.repositories:
             self._observe_repository(repository, dry_run=report.dry_run, gauges=gauges)
-        listing_failed = not report.repositories and bool(report.errors)
-        if gauges and not listing_failed:
+        if gauges and report.listed:
             # the cycle saw every selected repository: forget the gauges of the others
             for gone in self._repositories - {r.name for r in report.repositories}:
                 self._forget(gone)
@@ -255,10 +255,10 @@ class Metrics:
         self._vetoed.labels(name).inc(report.vetoed)
         for failure in report.failed:
             self._delete_failures.labels(name, failure.code).inc()
-        for operation, code in report.error_codes:
-            self._errors.labels(name, operation, code).inc()
-        if not gauges or (report.errors and report.images_before == 0):
-            return  # failed before its images were listed: the gauges keep their last value
+        for error in report.errors:
+            self._errors.labels(name, error.operation, error.code).inc()
+        if not gauges or not report.listed:
+            return  # its images were not listed (failed, or cut off): the gauges keep their value
         self._repositories.add(name)
         if dry_run:
             images, size = report.images_before, report.bytes_total

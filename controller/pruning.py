@@ -62,6 +62,36 @@ class FailedDeletion:
     message: str
 
 
+STOPPED = "Stopped"
+"""The code of the error a repository reports when the gate stopped its deletions."""
+NOT_FOUND = "RepositoryNotFoundException"
+"""The code of a selected repository the registry does not have (ECR's own code for it)."""
+NOTHING_SELECTED = "NothingSelected"
+"""The code of a cycle whose selection matched none of the registry's repositories."""
+PRUNE = "prune"
+"""The operation of an error that is not an ECR call's: the controller's own prune step."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """One error a report carries: where it happened, its bounded code, and what to read.
+
+    `operation` is the ECR API operation that failed, or `prune` for the controller's own step;
+    `code` is the ECR error code, an exception type, or one of the codes above. Both are metric
+    labels; `message` is free text for people, never a label."""
+
+    operation: str
+    code: str
+    message: str
+
+    @classmethod
+    def of(cls, exc: EcrError) -> ErrorRecord:
+        return cls(exc.operation, exc.code, str(exc))
+
+    def __str__(self) -> str:
+        return self.message
+
+
 @dataclass
 class RepositoryReport:
     """What one cycle did to one repository."""
@@ -90,9 +120,9 @@ class RepositoryReport:
     held_back: int = 0
     # would be deleted but for the cap or a stopped cycle
     bytes_reclaimed: int = 0
-    errors: list[str] = field(default_factory=list)
-    error_codes: list[tuple[str, str]] = field(default_factory=list)
-    # (operation, code) of each error, for the errors metric
+    # the summed sizes of all `deleted_count` images: counted, since `deleted` may be a sample
+    errors: list[ErrorRecord] = field(default_factory=list)
+    # each error with its operation and code (the errors metric counts every one)
     bytes_total: int = 0
     # bytes in the repository before the cycle
     stopped_by: str | None = None
@@ -112,8 +142,12 @@ class RepositoryReport:
 class CycleReport:
     started_at: datetime
     dry_run: bool
+    listed: bool = False
+    # the registry's repositories were listed and the selection applied (False: the listing
+    # failed, or the cycle was refused or stopped before): `repositories` is then every
+    # selected repository the registry has
     repositories: list[RepositoryReport] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    errors: list[ErrorRecord] = field(default_factory=list)
     # cycle-level problems: listing repositories failed, missing repositories, nothing selected
     warnings: list[str] = field(default_factory=list)
     # cycle-level oddities that fail nothing: a -repos glob that matched no repository
@@ -135,6 +169,10 @@ class CycleReport:
     @property
     def deleted(self) -> int:
         return sum(r.deleted_count for r in self.repositories)
+
+    @property
+    def bytes_reclaimed(self) -> int:
+        return sum(r.bytes_reclaimed for r in self.repositories)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,11 +251,20 @@ class Pruner:
         try:
             repositories, missing = await self._select(report)
         except EcrError as exc:
-            report.errors.append(f"listing repositories: {exc}")
+            report.errors.append(
+                ErrorRecord(exc.operation, exc.code, f"listing repositories: {exc}")
+            )
             log.error("cannot list repositories: %s", exc)
             return
+        report.listed = True
         if missing:
-            report.errors.append("repositories not found: " + ", ".join(missing))
+            report.errors.append(
+                ErrorRecord(
+                    "DescribeRepositories",
+                    NOT_FOUND,
+                    "repositories not found: " + ", ".join(missing),
+                )
+            )
             log.error("repositories not found: %s", ", ".join(missing))
         limiter = anyio.CapacityLimiter(self._options.concurrency)
         report.repositories = [RepositoryReport(r.name) for r in repositories]
@@ -245,7 +292,7 @@ class Pruner:
                 log.warning("%s", report.warnings[-1])
         self._unused = unused
         if not chosen and not listing.missing:
-            report.errors.append(
+            message = (
                 "no repository selected: -repos "
                 + ",".join(selection.include)
                 + (
@@ -255,7 +302,8 @@ class Pruner:
                 )
                 + " matches none of the registry's repositories"
             )
-            log.error("no repository selected: %s", report.errors[-1])
+            report.errors.append(ErrorRecord(PRUNE, NOTHING_SELECTED, message))
+            log.error("no repository selected: %s", message)
         return chosen, listing.missing
 
     async def _guarded(
@@ -270,8 +318,7 @@ class Pruner:
             try:
                 await self._prune(repository, report, now, gate)
             except EcrError as exc:
-                report.errors.append(str(exc))
-                report.error_codes.append((exc.operation, exc.code))
+                report.errors.append(ErrorRecord.of(exc))
                 log.error(
                     "repository %s failed: %s",
                     repository.name,
@@ -283,8 +330,8 @@ class Pruner:
                     },
                 )
             except Exception as exc:  # one repository must never take the cycle down
-                report.errors.append(f"{type(exc).__name__}: {exc}")
-                report.error_codes.append(("prune", type(exc).__name__))
+                name = type(exc).__name__
+                report.errors.append(ErrorRecord(PRUNE, name, f"{name}: {exc}"))
                 log.exception(
                     "repository %s failed", repository.name, extra={"repository": repository.name}
                 )
@@ -372,7 +419,11 @@ class Pruner:
                     if not sent:
                         report.held_back += pending
                         report.errors.append(
-                            f"stopped before deleting {pending} image(s): {report.stopped_by}"
+                            ErrorRecord(
+                                PRUNE,
+                                STOPPED,
+                                f"stopped before deleting {pending} image(s): {report.stopped_by}",
+                            )
                         )
                         log.warning(
                             "repository %s: stopping deletions, %d left: %s",

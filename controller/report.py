@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import orjson
 
-from controller.pruning import CycleReport, RepositoryReport
+from controller.pruning import CycleReport, ErrorRecord, RepositoryReport
 
 
 def to_json(report: CycleReport) -> str:
     """The whole report on one line (a service prints one per cycle: one object per line, as
-    log shippers and `jq` read them); dataclasses and datetimes serialise as they are."""
+    log shippers and `jq` read them); dataclasses and datetimes serialise as they are, except
+    the error records: `errors` stays a list of messages and `error_codes` lists the
+    `[operation, code]` of each, in the same order (the format the report has always had)."""
     document = orjson.loads(orjson.dumps(report, option=orjson.OPT_NON_STR_KEYS))
     document["ok"] = report.ok
+    _flatten_errors(document, report.errors)
+    for repository, repo_document in zip(
+        report.repositories, document["repositories"], strict=True
+    ):
+        _flatten_errors(repo_document, repository.errors)
     return orjson.dumps(document).decode()
+
+
+def _flatten_errors(document: dict[str, Any], errors: Sequence[ErrorRecord]) -> None:
+    document["errors"] = [e.message for e in errors]
+    document["error_codes"] = [[e.operation, e.code] for e in errors]
 
 
 def human_bytes(count: float) -> str:
@@ -83,10 +96,10 @@ def to_table(report: CycleReport) -> str:
         lines.append(f"error: {error}")
     for warning in report.warnings:
         lines.append(f"warning: {warning}")
-    total = sum(r.bytes_reclaimed for r in report.repositories)
     lines.append(
         f"total: {report.deleted} image(s) {'would be ' if report.dry_run else ''}deleted, "
-        f"{human_bytes(total)} {'reclaimable' if report.dry_run else 'reclaimed'}"
+        f"{human_bytes(report.bytes_reclaimed)} "
+        f"{'reclaimable' if report.dry_run else 'reclaimed'}"
     )
     return "\n".join(lines)
 

@@ -3,7 +3,8 @@
 One small table says, per kind, which kubernetes_asyncio method lists it and where its pod
 spec lives; a single generic LIST (and, for the live view, a single generic watch) serves
 them all. Responses are read as raw JSON (`_preload_content=False` + orjson) and only the
-image fields are kept: building client models for every pod would cost far more.
+image fields are kept: building client models for every pod would cost far more. Answers are
+read, and their failures raised, by `kubeapi` (its docstring draws the error hierarchy).
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import orjson
-
 from controller.clusters import Cluster
 from controller.inventory import Extraction, References, extract_pod, extract_pod_template
 from controller.kube import client
+from controller.kubeapi import SourceError, read_json
 
 log = logging.getLogger(__name__)
 
@@ -108,19 +108,6 @@ KINDS: dict[str, Kind] = {
 }
 
 
-class SourceError(Exception):
-    """A LIST or WATCH failed; `status` is the HTTP status when there was one."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-    @property
-    def denied(self) -> bool:
-        """401/403: the view cannot be trusted until this is fixed."""
-        return self.status in (401, 403)
-
-
 @dataclass(frozen=True, slots=True)
 class Listed:
     """A complete LIST of one kind in one scope."""
@@ -137,36 +124,6 @@ def request(cluster: Cluster, kind: Kind, namespace: str | None) -> Callable[...
     if namespace:
         return partial(getattr(api, kind.list_namespaced), namespace)
     return getattr(api, kind.list_all)  # type: ignore[no-any-return]
-
-
-def status_text(body: bytes) -> str:
-    """What an error answer says: a Kubernetes Status's reason and message, else its text."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        data = None
-    if isinstance(data, dict) and data.get("kind") == "Status":
-        reason, message = data.get("reason"), data.get("message")
-        return ": ".join(str(part) for part in (reason, message) if part) or "no reason given"
-    text = body[:200].decode("utf-8", "replace")
-    return " ".join(text.split()) or "empty body"
-
-
-async def read_json(response: Any, what: str) -> dict[str, Any]:
-    """Read a raw response, failing on a non-2xx status or a body that is not a JSON object."""
-    async with response:
-        body = await response.read()
-        if not 200 <= response.status < 300:
-            raise SourceError(
-                f"{what}: HTTP {response.status}: {status_text(body)}", status=response.status
-            )
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise SourceError(f"{what}: response is not JSON") from exc
-    if not isinstance(data, dict):
-        raise SourceError(f"{what}: response is not a JSON object")
-    return data
 
 
 def uid_of(obj: object) -> str | None:

@@ -28,8 +28,8 @@ import orjson
 
 from controller.clusters import Cluster
 from controller.inventory import InUseIndex, SourceKey
-from controller.kube import client
-from controller.sources import Kind, SourceError, list_kind, request, status_text, uid_of
+from controller.kubeapi import REQUEST_FAILURES, Expired, SourceError, http_error
+from controller.sources import Kind, list_kind, request, uid_of
 from controller.trust import SourceTracker
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ log = logging.getLogger(__name__)
 VERY_SHORT_WATCH = 1.0  # seconds: a stream shorter than this with no event is an error
 STABLE_WATCH = 60.0
 # seconds: a stream that stayed up this long, or delivered an event, resets the back-off
-
-
-class Expired(Exception):
-    """410 Gone: the resourceVersion is older than the server's history; LIST again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,15 +206,9 @@ class Watcher:
                 )
                 self.version = None
                 await anyio.sleep(delay)
-            except (
-                SourceError,
-                aiohttp.ClientError,
-                TimeoutError,
-                OSError,
-                ValueError,
-                client.exceptions.ApiException,
-            ) as exc:
-                # the stream broke: resume from the last version seen (bookmarks included)
+            except REQUEST_FAILURES as exc:
+                # the stream broke: resume from the last version seen (bookmarks included). An
+                # Expired is a SourceError too: it is caught above, first
                 if self._was_healthy():
                     backoff.reset()  # as client-go: a stream that worked is not a failing one
                 status = getattr(exc, "status", None)
@@ -270,10 +260,7 @@ class Watcher:
                 raise Expired(f"HTTP 410 on watch from {self.version}")
             if not 200 <= response.status < 300:
                 body = await response.read()
-                raise SourceError(
-                    f"WATCH {self.source}: HTTP {response.status}: {status_text(body)}",
-                    status=response.status,
-                )
+                raise http_error(f"WATCH {self.source}", response.status, body, SourceError)
             self.tracker.connected(self.source, self.clock())
             self.status.restarts += 1
             opened, events_before = self.clock(), self.status.events

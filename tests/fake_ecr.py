@@ -23,6 +23,7 @@ class FakeEcr:
         self.calls: Counter[str] = Counter()
         self.batches: list[tuple[str, tuple[Digest, ...]]] = []
         self.failing: dict[str, EcrError] = {}
+        self.failing_listing: EcrError | None = None
         self.delete_failures: dict[Digest, str] = {}
         self.before_delete: Callable[[str, Sequence[Digest]], Awaitable[None]] | None = None
         self.in_flight = 0
@@ -39,6 +40,8 @@ class FakeEcr:
 
     async def repositories(self, names: Sequence[str] | None) -> Listing:
         self.calls["DescribeRepositories"] += 1
+        if self.failing_listing is not None:
+            raise self.failing_listing
         wanted = list(self.repos) if names is None else list(names)
         found = tuple(Repository(self.repo_id(n)) for n in wanted if n in self.repos)
         return Listing(found, tuple(n for n in wanted if n not in self.repos))

@@ -660,7 +660,7 @@ async def test_a_malformed_ecr_answer_is_logged_counted_and_survived(
     if case.outcome == "cycle":
         assert registry.get_sample_value("ecr_cleanup_cycles_total", {"result": "failed"}) == 1
         assert after == before
-        assert any("MalformedResponse" in e for e in report.errors), report.errors
+        assert any("MalformedResponse" in str(e) for e in report.errors), report.errors
         return
     broken, fine = report.repositories
     assert len(after["b-fine"]) == 5, "the other repository is pruned"

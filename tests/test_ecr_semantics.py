@@ -174,7 +174,9 @@ async def test_a_malformed_answer_fails_one_repository_and_the_cycle_goes_on(
     )
     report = await pruner.run_cycle(now=NOW, gate=lambda: None, clock=lambda: NOW)
     broken, fine = report.repositories
-    assert broken.error_codes == [("DescribeImages", "MalformedResponse")]
+    assert [(e.operation, e.code) for e in broken.errors] == [
+        ("DescribeImages", "MalformedResponse")
+    ]
     assert len(sim.digests("a-broken")) == 20
     assert fine.ok
     assert len(sim.digests("b-fine")) == 5

@@ -16,7 +16,13 @@ from controller.images import Digest
 from controller.inventory import InUseIndex, References, SourceKey
 from controller.metrics import ECR_OPERATIONS, Metrics
 from controller.policy import Reason
-from controller.pruning import CycleReport, Deletion, FailedDeletion, RepositoryReport
+from controller.pruning import (
+    CycleReport,
+    Deletion,
+    ErrorRecord,
+    FailedDeletion,
+    RepositoryReport,
+)
 from controller.scheduling import Blocked
 from controller.trust import SourceTracker
 
@@ -46,6 +52,7 @@ def repo(
     gone = deletions(deleted, size=size)
     report = RepositoryReport(
         name,
+        listed=True,
         images_before=before,
         images_after=before - deleted,
         protected={Reason(reason): n for reason, n in (protected or {}).items()},
@@ -61,7 +68,11 @@ def repo(
 
 def cycle(*repos: RepositoryReport, dry_run: bool = False, **fields: object) -> CycleReport:
     report = CycleReport(
-        started_at=STARTED, dry_run=dry_run, repositories=list(repos), finished_at=FINISHED
+        started_at=STARTED,
+        dry_run=dry_run,
+        listed=True,
+        repositories=list(repos),
+        finished_at=FINISHED,
     )
     for key, value in fields.items():
         setattr(report, key, value)
@@ -140,8 +151,7 @@ def test_a_clean_cycle_leaves_zero_error_failure_and_veto_series_per_repository(
     # a real error adds its own series; the zero line stays 0
     failing = repo(
         "app",
-        errors=["DescribeImages: ThrottlingException: x"],
-        error_codes=[("DescribeImages", "ThrottlingException")],
+        errors=[ErrorRecord("DescribeImages", "ThrottlingException", "DescribeImages: x")],
         failed=[FailedDeletion(dg(1), "KmsError", "key")],
     )
     metrics.observe_cycle(cycle(failing), 1.0)
@@ -299,8 +309,7 @@ def test_errors_and_delete_failures_are_counted_by_code(
             FailedDeletion(dg(8), "ImageReferencedByManifestList", "in an index"),
             FailedDeletion(dg(9), "KmsError", "key"),
         ],
-        errors=["DescribeImages: ThrottlingException: slow down"],
-        error_codes=[("DescribeImages", "ThrottlingException")],
+        errors=[ErrorRecord("DescribeImages", "ThrottlingException", "slow down")],
     )
     metrics.observe_cycle(cycle(failing, repo("web")), 3.0)
 
@@ -322,7 +331,12 @@ def test_last_success_only_moves_on_an_ok_cycle(
     metrics.observe_cycle(cycle(repo("app")), 1.0)
     later = FINISHED + timedelta(hours=1)
     metrics.observe_cycle(
-        cycle(repo("app"), errors=["repositories not found: x"], finished_at=later), 1.0
+        cycle(
+            repo("app"),
+            errors=[ErrorRecord("DescribeRepositories", "RepositoryNotFoundException", "x")],
+            finished_at=later,
+        ),
+        1.0,
     )
     assert value(registry, "ecr_cleanup_last_success_timestamp_seconds") == FINISHED.timestamp()
 
@@ -333,8 +347,7 @@ def test_a_repository_that_failed_before_listing_keeps_its_gauges(
     metrics.observe_cycle(cycle(repo("app", before=10, deleted=0, protected={"in-use": 4})), 1.0)
     broken = RepositoryReport(
         "app",
-        errors=["DescribeImages: AccessDeniedException: no"],
-        error_codes=[("DescribeImages", "AccessDeniedException")],
+        errors=[ErrorRecord("DescribeImages", "AccessDeniedException", "no")],
     )
     metrics.observe_cycle(cycle(broken), 1.0)
 
@@ -347,7 +360,13 @@ def test_repositories_no_longer_selected_lose_their_gauges(
 ) -> None:
     metrics.observe_cycle(cycle(repo("app", protected={"in-use": 1}), repo("old")), 1.0)
     # the listing itself failed: nothing is known about the repositories, nothing is dropped
-    metrics.observe_cycle(cycle(errors=["listing repositories: denied"]), 1.0)
+    metrics.observe_cycle(
+        cycle(
+            listed=False,
+            errors=[ErrorRecord("DescribeRepositories", "AccessDeniedException", "denied")],
+        ),
+        1.0,
+    )
     assert value(registry, "ecr_cleanup_repository_images", repository="old") == 7
 
     metrics.observe_cycle(cycle(repo("app", protected={"in-use": 1})), 1.0)
@@ -356,6 +375,44 @@ def test_repositories_no_longer_selected_lose_their_gauges(
     assert value(registry, "ecr_cleanup_repository_size_bytes", repository="old") is None
     # counters keep their history
     assert value(registry, "ecr_cleanup_images_deleted_total", repository="old") == 3
+
+
+def test_a_repository_cut_off_before_its_listing_keeps_its_gauges(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    """Before: the metrics guessed from the report's shape (errors and no images), and a
+    repository that shutdown cut off before its listing, which has no error, had its gauges set
+    to 0, as if it were empty. The report now says it was not listed."""
+    metrics.observe_cycle(cycle(repo("app", before=10, deleted=0, protected={"in-use": 4})), 1.0)
+    cut_off = RepositoryReport("app")  # not listed, not finished, no error
+    metrics.observe_cycle(cycle(cut_off, stopped="shutting down"), 1.0)
+
+    assert value(registry, "ecr_cleanup_repository_images", repository="app") == 10
+    assert value(registry, "ecr_cleanup_repository_size_bytes", repository="app") == 1000
+    assert value(registry, "ecr_cleanup_protected_images", repository="app", reason="in-use") == 4
+
+
+def test_a_cycle_stopped_before_the_listing_forgets_no_repository(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    """Before: no repositories and no error read as "the listing succeeded and selected none",
+    and every repository's gauges were dropped."""
+    metrics.observe_cycle(cycle(repo("app")), 1.0)
+    metrics.observe_cycle(cycle(listed=False, stopped="shutting down"), 1.0)
+    assert value(registry, "ecr_cleanup_repository_images", repository="app") == 7
+
+
+def test_a_listing_that_selects_none_of_the_repositories_forgets_their_gauges(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    """The registry was listed and none of the selected repositories is in it any more: their
+    gauges go, as when some of them are gone (before: kept, since no repositories and an error
+    looked like a failed listing)."""
+    metrics.observe_cycle(cycle(repo("app")), 1.0)
+    gone = ErrorRecord("DescribeRepositories", "RepositoryNotFoundException", "not found: app")
+    metrics.observe_cycle(cycle(errors=[gone]), 1.0)
+    assert value(registry, "ecr_cleanup_repository_images", repository="app") is None
+    assert value(registry, "ecr_cleanup_images_deleted_total", repository="app") == 3
 
 
 def test_a_refused_cycle_is_counted_but_not_timed(
@@ -531,8 +588,7 @@ def populated() -> CollectorRegistry:
                 vetoed=1,
                 held_back=2,
                 failed=[FailedDeletion(dg(9), "ImageReferencedByManifestList", "x")],
-                error_codes=[("BatchDeleteImage", "ServerException")],
-                errors=["BatchDeleteImage: ServerException: x"],
+                errors=[ErrorRecord("BatchDeleteImage", "ServerException", "x")],
             )
         ),
         5.0,

@@ -100,7 +100,7 @@ async def test_one_repository_failing_does_not_stop_the_others() -> None:
     report = await cycle(pruner(ecr, InUseIndex()))
     assert not report.ok
     bad, good = report.repositories
-    assert bad.errors == ["DescribeImages: AccessDeniedException: no"]
+    assert [str(e) for e in bad.errors] == ["DescribeImages: AccessDeniedException: no"]
     assert len(good.deleted) == 10
     assert len(ecr.repos["bad"]) == 20
 
@@ -109,7 +109,7 @@ async def test_missing_repository_is_reported() -> None:
     ecr = FakeEcr()
     ecr.add("there", *images(1, 3))
     report = await cycle(pruner(ecr, InUseIndex(), repos=("there", "not-there")))
-    assert report.errors == ["repositories not found: not-there"]
+    assert [str(e) for e in report.errors] == ["repositories not found: not-there"]
     assert [r.name for r in report.repositories] == ["there"]
 
 
@@ -287,8 +287,81 @@ async def test_the_gate_stops_deletions_between_batches() -> None:
     (repo,) = report.repositories
     assert len(repo.deleted) == 100
     assert repo.held_back == 200
-    assert repo.errors == ["stopped before deleting 200 image(s): leadership lost"]
+    assert [str(e) for e in repo.errors] == [
+        "stopped before deleting 200 image(s): leadership lost"
+    ]
     assert len(ecr.repos["app"]) == 210
+
+
+async def test_a_stop_between_batches_is_an_error_record_with_a_code_the_metric_counts() -> None:
+    """Before: the stop was an error without a code, so the cycle failed while
+    ecr_cleanup_errors_total counted nothing for it."""
+    from prometheus_client import CollectorRegistry
+
+    from controller.metrics import Metrics
+    from controller.pruning import PRUNE, STOPPED, ErrorRecord
+
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 310))
+    calls = 0
+
+    def gate() -> str | None:
+        nonlocal calls
+        calls += 1
+        return None if calls <= 2 else "leadership lost"
+
+    report = await cycle(pruner(ecr, InUseIndex()), gate=gate)
+    (repo,) = report.repositories
+    assert repo.errors == [
+        ErrorRecord(PRUNE, STOPPED, "stopped before deleting 200 image(s): leadership lost")
+    ]
+    assert not report.ok
+    registry = CollectorRegistry()
+    Metrics(registry).observe_cycle(report, 1.0)
+    errors = {"repository": "app", "operation": "prune", "code": "Stopped"}
+    assert registry.get_sample_value("ecr_cleanup_errors_total", errors) == 1
+    assert registry.get_sample_value("ecr_cleanup_cycles_total", {"result": "failed"}) == 1
+
+
+async def test_reclaimed_bytes_count_every_deletion_not_only_the_records_kept() -> None:
+    """`deleted` is a sample when deletion_records is set (a service keeps 20): the reclaimed
+    bytes cannot be summed from it, so the report counts them."""
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 40))
+    options = PruneOptions(
+        selection=RepositorySelection(("app",)),
+        rules_for=lambda _name: Rules(max_images=10),
+        dry_run=False,
+        deletion_records=3,
+    )
+    report = await cycle(Pruner(ecr, InUseIndex(), options))
+    (repo,) = report.repositories
+    assert len(repo.deleted) == 3
+    assert repo.deleted_count == 30
+    assert repo.bytes_reclaimed == 30 * 100
+    assert report.bytes_reclaimed == 30 * 100
+
+
+async def test_the_cycle_says_whether_the_repositories_were_listed() -> None:
+    ecr = FakeEcr()
+    ecr.add("app", *images(1, 3))
+    listed = await cycle(pruner(ecr, InUseIndex(), repos=("nothing-*",)))
+    assert listed.listed  # listed, though nothing was selected
+    assert [(e.operation, e.code) for e in listed.errors] == [("prune", "NothingSelected")]
+    missing = await cycle(pruner(ecr, InUseIndex(), repos=("app", "gone")))
+    assert missing.listed
+    assert [(e.operation, e.code) for e in missing.errors] == [
+        ("DescribeRepositories", "RepositoryNotFoundException")
+    ]
+    ecr.failing_listing = EcrError("DescribeRepositories", "AccessDeniedException", "no")
+    failed = await cycle(pruner(ecr, InUseIndex()))
+    assert not failed.listed
+    assert [(e.operation, e.code) for e in failed.errors] == [
+        ("DescribeRepositories", "AccessDeniedException")
+    ]
+    assert [str(e) for e in failed.errors] == [
+        "listing repositories: DescribeRepositories: AccessDeniedException: no"
+    ]
 
 
 async def test_index_deleted_before_its_children_and_failures_reported() -> None:
@@ -468,7 +541,7 @@ async def test_nothing_selected_at_all_fails_the_cycle() -> None:
     ecr.add("shop-api", *images(1, 3))
     report = await cycle(pruner(ecr, InUseIndex(), repos=("shpo-*",)))
     assert not report.ok
-    assert report.errors == [
+    assert [str(e) for e in report.errors] == [
         "no repository selected: -repos shpo-* matches none of the registry's repositories"
     ]
     assert report.repositories == []

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from controller.images import Digest
 from controller.policy import Reason
-from controller.pruning import CycleReport, Deletion, RepositoryReport
+from controller.pruning import CycleReport, Deletion, ErrorRecord, RepositoryReport
 from controller.report import to_json, to_table
 
 STARTED = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -68,7 +68,13 @@ def test_the_table_has_a_held_column() -> None:
 
 def test_a_repository_that_failed_before_listing_shows_no_counts() -> None:
     # before: BEFORE 0 AFTER 0, as if the repository were empty
-    failed = RepositoryReport("broken", finished=True, errors=["DescribeImages: ServerException"])
+    failed = RepositoryReport(
+        "broken",
+        finished=True,
+        errors=[
+            ErrorRecord("DescribeImages", "ServerException", "DescribeImages: ServerException")
+        ],
+    )
     table = rows(to_table(report(failed, pruned("fine", 10, 0))))
     assert table["broken"] == ["-", "-", "0", "0", "0", "0", "0", "B", "error:", "not", "listed"]
     assert table["fine"][:2] == ["10", "10"]
@@ -102,3 +108,27 @@ def test_json_is_one_object_on_one_line() -> None:
     assert [r["name"] for r in document["repositories"]] == ["app", "web"]
     assert document["repositories"][0]["held_back"] == 0
     assert document["repositories"][0]["listed"] is True
+
+
+def test_json_errors_stay_messages_with_their_codes_alongside() -> None:
+    """The one list of error records is written as the report always was: `errors` the
+    messages, `error_codes` the [operation, code] of each. Before, the stop had no code."""
+    stopped = pruned("app", 310, 100, held=200)
+    stopped.stopped_by = "leadership lost"
+    stopped.errors = [
+        ErrorRecord("prune", "Stopped", "stopped before deleting 200 image(s): leadership lost")
+    ]
+    cycle = report(stopped)
+    cycle.listed = True
+    cycle.errors = [
+        ErrorRecord("DescribeRepositories", "RepositoryNotFoundException", "not found: web")
+    ]
+    document = json.loads(to_json(cycle))
+    (repo,) = document["repositories"]
+    assert repo["errors"] == ["stopped before deleting 200 image(s): leadership lost"]
+    assert repo["error_codes"] == [["prune", "Stopped"]]
+    assert repo["bytes_reclaimed"] == 100 * 1024
+    assert document["errors"] == ["not found: web"]
+    assert document["error_codes"] == [["DescribeRepositories", "RepositoryNotFoundException"]]
+    assert document["listed"] is True
+    assert document["ok"] is False

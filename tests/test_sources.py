@@ -10,7 +10,8 @@ import pytest
 
 from controller.clusters import Cluster, ClusterConfigError, connect
 from controller.images import Digest
-from controller.sources import KINDS, SourceError, list_kind
+from controller.kubeapi import SourceError
+from controller.sources import KINDS, list_kind
 from sandbox.kubesim import KubeSimulator, pod, workload, write_kubeconfig
 
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
