@@ -30,8 +30,9 @@ digest in a request counts as deleted whether or not ECR deleted it. It also che
 replicas ever had delete calls in flight at the same time.
 
 Memory: VmRSS of every replica process every `rss_every_s`; per process the mean of the first
-and of the last quarter of its samples (after `warmup_s`), the least-squares slope, start, end
-and max. Replica a's series covers the whole run; replica b's restarts are reported one by one.
+and of the last quarter of its samples (after `warmup_s`), the least-squares slope over the
+run and over its last quarter, start, end and max. Replica a's series covers the whole run;
+replica b's restarts are reported one by one.
 """
 
 from __future__ import annotations
@@ -563,11 +564,8 @@ def rss_summary(samples: Sequence[tuple[float, int]], *, warmup_s: float) -> dic
     quarter = max(1, len(steady) // 4)
     first = sum(v for _t, v in steady[:quarter]) / quarter
     last = sum(v for _t, v in steady[-quarter:]) / quarter
-    n = len(steady)
-    mean_t = sum(t for t, _v in steady) / n
-    mean_v = sum(v for _t, v in steady) / n
-    var = sum((t - mean_t) ** 2 for t, _v in steady)
-    slope = sum((t - mean_t) * (v - mean_v) for t, v in steady) / var * 60 if var > 0 else 0.0
+    slope = _slope(steady)
+    tail_slope = _slope(steady[-quarter:])
     span = steady[-1][0] - steady[0][0]
     return {
         "samples": len(samples),
@@ -578,10 +576,24 @@ def rss_summary(samples: Sequence[tuple[float, int]], *, warmup_s: float) -> dic
         "first_quarter_mib": round(first, 1),
         "last_quarter_mib": round(last, 1),
         "slope_mib_per_min": round(slope, 2),
+        "last_quarter_slope_mib_per_min": round(tail_slope, 2) + 0.0,  # never -0.0
+        # a warm-up that levels off (caches filling, the allocator's pools) shows as a whole-run
+        # slope with a flat last quarter; a leak keeps its slope to the end
         "steady_span_s": round(span, 1),
         # flat: the last quarter within 5% (at least 4 MiB) of the first
         "flat": last - first <= max(4.0, 0.05 * first),
     }
+
+
+def _slope(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, MiB) points, in MiB per minute."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mean_t = sum(t for t, _v in points) / n
+    mean_v = sum(v for _t, v in points) / n
+    var = sum((t - mean_t) ** 2 for t, _v in points)
+    return sum((t - mean_t) * (v - mean_v) for t, v in points) / var * 60 if var > 0 else 0.0
 
 
 def vm_rss(pid: int) -> int | None:
@@ -640,8 +652,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['concurrent_deleters']}; pods younger than the grace at a delete of their image: "
         f"{len(r['race_window'])}",
         "",
-        "| process | lived | RSS start | first ¼ | last ¼ | end | max | slope |",
-        "|---|---|---|---|---|---|---|---|",
+        "| process | lived | RSS start | first ¼ | last ¼ | end | max | slope | last ¼ slope |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in r["processes"]:
         m = p["rss"]
@@ -651,7 +663,8 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {p['replica']}{p['incarnation']} | {lived:.0f} s | {m['start_mib']} MiB | "
             f"{m['first_quarter_mib']} | {m['last_quarter_mib']} | {m['end_mib']} | "
-            f"{m['max_mib']} | {m['slope_mib_per_min']:+.2f} MiB/min |"
+            f"{m['max_mib']} | {m['slope_mib_per_min']:+.2f} MiB/min | "
+            f"{m['last_quarter_slope_mib_per_min']:+.2f} MiB/min |"
         )
     return "\n".join(lines) + "\n"
 

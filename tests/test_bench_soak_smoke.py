@@ -57,6 +57,7 @@ def test_a_quick_soak_keeps_the_invariant_and_reports_every_figure(tmp_path: Pat
             assert rss["first_quarter_mib"] > 0
             assert rss["last_quarter_mib"] > 0
             assert isinstance(rss["slope_mib_per_min"], float)
+            assert isinstance(rss["last_quarter_slope_mib_per_min"], float)
             assert isinstance(rss["flat"], bool)
     assert a[0]["rss"]["samples"] >= 10
 
