@@ -53,8 +53,9 @@ from typing import Any
 
 from controller.app import DELETION_SAMPLE, tune_garbage_collector
 from controller.ecr import DESCRIBE_PAGE, ID_BATCH, open_ecr
+from controller.identifiers import RepositoryId, SourceKey, TagRef
 from controller.images import EcrRegistry
-from controller.inventory import InUseIndex, References, RepositoryId, SourceKey, TagRef
+from controller.inventory import InUseIndex, References
 from controller.logs import configure_logging
 from controller.policy import Rules
 from controller.pruning import PruneOptions, Pruner

@@ -51,7 +51,8 @@ import orjson
 
 from controller import images, inventory
 from controller.app import tune_garbage_collector
-from controller.inventory import InUseIndex, SourceKey
+from controller.identifiers import SourceKey
+from controller.inventory import InUseIndex
 from controller.sources import KINDS
 from controller.watching import EventCounts, EventSink
 

@@ -36,7 +36,8 @@ from prometheus_client import (
 
 from controller.clusters import Cluster, connect
 from controller.ecr import AioEcr, check_profile, known_region, open_ecr
-from controller.inventory import InUseIndex, SourceKey
+from controller.identifiers import SourceKey
+from controller.inventory import InUseIndex
 from controller.kubeapi import REQUEST_FAILURES, KubeError
 from controller.leadership import AlwaysLeader, ElectionConfig, LeaderElector, Leadership
 from controller.metrics import Metrics

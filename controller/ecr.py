@@ -44,8 +44,8 @@ from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 from botocore.retries import standard
 
 from controller import __version__
+from controller.identifiers import RepositoryId
 from controller.images import Digest, EcrRegistry, is_digest
-from controller.inventory import RepositoryId
 from controller.policy import Image
 from controller.settings import ConfigError
 

@@ -18,32 +18,16 @@ from collections import Counter
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
+from controller.identifiers import RepositoryId, SourceKey, TagRef
 from controller.images import (
     Digest,
-    EcrRegistry,
     ImageRef,
     InvalidReference,
     parse_image_id,
     parse_reference,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class RepositoryId:
-    """An ECR repository: the registry (account and region) and the repository name."""
-
-    registry: EcrRegistry
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class TagRef:
-    """A spec that names an ECR image by tag: protects whatever that tag points to."""
-
-    repository: RepositoryId
-    tag: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,30 +49,6 @@ class Extraction:
 
     references: References
     malformed: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class SourceKey:
-    """One watched stream: a resource kind in a cluster, in one namespace or all ("")."""
-
-    cluster: str
-    kind: str
-    namespace: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.cluster}/{self.kind}" + (f"@{self.namespace}" if self.namespace else "")
-
-
-class InUse(Protocol):
-    """What the policy asks of the in-use view."""
-
-    def digest_in_use(self, digest: Digest) -> bool: ...
-
-    def tag_in_use(self, repository: RepositoryId, tag: str) -> bool: ...
-
-    def tags_in(self, repository: RepositoryId) -> Container[str]:
-        """The tags of `repository` that watched specs name (one lookup for a whole listing)."""
-        ...
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,11 +7,24 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
+from controller.identifiers import RepositoryId
 from controller.images import Digest
-from controller.inventory import InUse, RepositoryId
 
 DEFAULT_MAX_IMAGES = 900
+
+
+class InUse(Protocol):
+    """What the policy asks of the in-use view (inventory.InUseIndex, or a frozen InUseSnapshot)."""
+
+    def digest_in_use(self, digest: Digest) -> bool: ...
+
+    def tag_in_use(self, repository: RepositoryId, tag: str) -> bool: ...
+
+    def tags_in(self, repository: RepositoryId) -> Container[str]:
+        """The tags of `repository` that watched specs name (one lookup for a whole listing)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

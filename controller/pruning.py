@@ -32,8 +32,7 @@ from controller.ecr import (
     with_children_of,
 )
 from controller.images import Digest
-from controller.inventory import InUse
-from controller.policy import PROTECTING, Decision, Plan, Reason, Rules, in_use_reason, plan
+from controller.policy import PROTECTING, Decision, InUse, Plan, Reason, Rules, in_use_reason, plan
 from controller.settings import RepositorySelection, is_glob
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from fnmatch import fnmatchcase
 from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
-from controller.inventory import SourceKey
+from controller.identifiers import SourceKey
 from controller.policy import Rules
 
 DEFAULT_INTERVAL = timedelta(minutes=30)

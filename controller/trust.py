@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from controller.inventory import InUseIndex, SourceKey
+from controller.identifiers import SourceKey
+from controller.inventory import InUseIndex
 
 
 @dataclass(slots=True)

@@ -27,7 +27,8 @@ import anyio
 import orjson
 
 from controller.clusters import Cluster
-from controller.inventory import InUseIndex, SourceKey
+from controller.identifiers import SourceKey
+from controller.inventory import InUseIndex
 from controller.kubeapi import REQUEST_FAILURES, Expired, SourceError, http_error
 from controller.sources import Kind, list_kind, request, uid_of
 from controller.trust import SourceTracker

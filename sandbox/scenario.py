@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from controller.identifiers import RepositoryId, TagRef
 from controller.images import Digest, EcrRegistry
-from controller.inventory import InUseSnapshot, RepositoryId, TagRef
+from controller.inventory import InUseSnapshot
 from sandbox.kubesim import pod, workload
 from sandbox.moto import ACCOUNT, REGION, MotoEcr
 

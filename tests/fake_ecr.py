@@ -9,8 +9,8 @@ from dataclasses import replace
 import anyio
 
 from controller.ecr import DeleteOutcome, EcrError, Failure, Listing, Repository
+from controller.identifiers import RepositoryId
 from controller.images import Digest, EcrRegistry
-from controller.inventory import RepositoryId
 from controller.policy import Image
 
 REGISTRY = EcrRegistry("123456789012", "us-east-1")

@@ -21,8 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.identifiers import RepositoryId, SourceKey
 from controller.images import Digest, EcrRegistry
-from controller.inventory import InUseIndex, InUseSnapshot, References, RepositoryId, SourceKey
+from controller.inventory import InUseIndex, InUseSnapshot, References
 from controller.policy import PROTECTING, Action, Image, Plan, Reason, Rules, plan, subjects_of
 from controller.pruning import CycleReport, PruneOptions, Pruner
 from controller.settings import RepositorySelection

@@ -30,7 +30,8 @@ from prometheus_client import CollectorRegistry
 from controller import cli
 from controller.clusters import connect
 from controller.ecr import open_ecr
-from controller.inventory import InUseIndex, SourceKey
+from controller.identifiers import SourceKey
+from controller.inventory import InUseIndex
 from controller.metrics import Metrics
 from controller.policy import Rules
 from controller.pruning import PruneOptions, Pruner

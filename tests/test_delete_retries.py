@@ -21,8 +21,9 @@ import pytest
 
 from controller.clusters import connect
 from controller.ecr import AioEcr, EcrError, RetryPolicy, open_ecr
+from controller.identifiers import SourceKey
 from controller.images import Digest
-from controller.inventory import InUseIndex, SourceKey
+from controller.inventory import InUseIndex
 from controller.policy import Rules
 from controller.pruning import CycleReport, PruneOptions, Pruner
 from controller.settings import RepositorySelection

@@ -7,14 +7,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.identifiers import RepositoryId, SourceKey, TagRef
 from controller.images import Digest, EcrRegistry
 from controller.inventory import (
     NO_REFERENCES,
     InUseIndex,
     References,
-    RepositoryId,
-    SourceKey,
-    TagRef,
     extract_pod,
     extract_pod_template,
 )

@@ -15,7 +15,8 @@ import pytest
 
 from controller import app
 from controller.clusters import Cluster
-from controller.inventory import InUseIndex, SourceKey
+from controller.identifiers import SourceKey
+from controller.inventory import InUseIndex
 from controller.kube import client
 from controller.kubeapi import (
     REQUEST_FAILURES,

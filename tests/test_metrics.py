@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from controller import __version__
 from controller.ecr import CallStats
+from controller.identifiers import SourceKey
 from controller.images import Digest
-from controller.inventory import InUseIndex, References, SourceKey
+from controller.inventory import InUseIndex, References
 from controller.metrics import ECR_OPERATIONS, Metrics
 from controller.policy import Reason
 from controller.pruning import (

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.identifiers import RepositoryId, TagRef
 from controller.images import Digest, EcrRegistry
-from controller.inventory import InUseSnapshot, RepositoryId, TagRef
+from controller.inventory import InUseSnapshot
 from controller.policy import (
     PROTECTING,
     Action,

@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.ecr import EcrError
+from controller.identifiers import SourceKey
 from controller.images import Digest
-from controller.inventory import InUseIndex, References, SourceKey
+from controller.inventory import InUseIndex, References
 from controller.policy import Image, Rules
 from controller.pruning import CycleReport, PruneOptions, Pruner
 from controller.settings import RepositorySelection

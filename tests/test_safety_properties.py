@@ -40,8 +40,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.ecr import AioEcr, DeleteOutcome, Listing, Repository, RetryPolicy, open_ecr
+from controller.identifiers import RepositoryId, SourceKey
 from controller.images import Digest, EcrRegistry
-from controller.inventory import InUseIndex, RepositoryId, SourceKey, extract_pod
+from controller.inventory import InUseIndex, extract_pod
 from controller.policy import Image, Rules, plan
 from controller.pruning import CycleReport, PruneOptions, Pruner
 from controller.settings import RepositorySelection

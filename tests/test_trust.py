@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 
+from controller.identifiers import SourceKey
 from controller.images import Digest
-from controller.inventory import InUseIndex, References, SourceKey
+from controller.inventory import InUseIndex, References
 from controller.settings import RepositorySelection, Settings
 from controller.trust import SourceTracker
 

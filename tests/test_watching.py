@@ -13,8 +13,9 @@ import anyio.lowlevel
 import pytest
 
 from controller.clusters import Cluster, connect
+from controller.identifiers import SourceKey
 from controller.images import Digest
-from controller.inventory import InUseIndex, SourceKey
+from controller.inventory import InUseIndex
 from controller.policy import Image, Rules
 from controller.pruning import PruneOptions, Pruner
 from controller.settings import RepositorySelection

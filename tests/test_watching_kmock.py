@@ -37,8 +37,9 @@ import orjson
 import pytest
 
 from controller.clusters import Cluster, connect
+from controller.identifiers import SourceKey
 from controller.images import Digest
-from controller.inventory import InUseIndex, SourceKey
+from controller.inventory import InUseIndex
 from controller.sources import KINDS, LIST_PAGE, list_kind, request
 from controller.trust import SourceTracker
 from controller.watching import EventSink, Watcher, WatchOptions
