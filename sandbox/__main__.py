@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,17 +22,12 @@ from pathlib import Path
 
 from sandbox.kubesim import ThreadedKubeSimulator, pod, write_kubeconfig
 from sandbox.moto import CREDENTIALS, MotoEcr, moto_server
+from sandbox.ports import free_port
 from sandbox.scenario import SELECTED, UNSELECTED, Scenario, controller_args, seed
 
 
 def say(message: str) -> None:
     print(f"[sandbox] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Churn(threading.Thread):

@@ -12,22 +12,18 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from controller import __version__
 from controller.ecr import CallStats
-from controller.images import Digest
 from controller.inventory import InUseIndex, References, SourceKey
 from controller.metrics import ECR_OPERATIONS, Metrics
 from controller.policy import Reason
 from controller.pruning import CycleReport, Deletion, FailedDeletion, RepositoryReport
 from controller.scheduling import Blocked
 from controller.trust import SourceTracker
+from tests.digests import digest as dg
 
 STARTED = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 FINISHED = STARTED + timedelta(seconds=42)
 PODS = SourceKey("prod", "pods")
 DEPLOYMENTS = SourceKey("prod", "deployments", "team-a")
-
-
-def dg(n: int) -> Digest:
-    return Digest(f"sha256:{n:064x}")
 
 
 def deletions(count: int, *, size: int = 100) -> list[Deletion]:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.images import Digest, EcrRegistry
+from controller.images import EcrRegistry
 from controller.inventory import InUseSnapshot, RepositoryId, TagRef
 from controller.policy import (
     PROTECTING,
@@ -21,14 +21,11 @@ from controller.policy import (
     Rules,
     plan,
 )
+from tests.digests import digest as dg
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 REGISTRY = EcrRegistry("123456789012", "us-east-1")
 REPO = RepositoryId(REGISTRY, "app")
-
-
-def dg(n: int) -> Digest:
-    return Digest(f"sha256:{n:064x}")
 
 
 def img(

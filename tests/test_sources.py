@@ -12,6 +12,7 @@ from controller.clusters import Cluster, ClusterConfigError, connect
 from controller.images import Digest
 from controller.sources import KINDS, SourceError, list_kind
 from sandbox.kubesim import KubeSimulator, pod, workload, write_kubeconfig
+from tests.digests import digest
 
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 TOKEN = "t0ken"
@@ -28,10 +29,6 @@ async def cluster(sim: KubeSimulator, tmp_path: Path) -> AsyncIterator[Cluster]:
     path = write_kubeconfig(tmp_path / "config", {"sim": sim}, token=TOKEN)
     async with connect(kubeconfig=str(path), contexts=(), in_cluster=False) as clusters:
         yield clusters[0]
-
-
-def digest(n: int) -> str:
-    return "sha256:" + f"{n:x}".rjust(64, "0")
 
 
 async def test_list_follows_continue_through_short_and_empty_pages(
