@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+# the end-to-end world's fixtures (`world`, and `seed_once` under it) for every test module
+pytest_plugins = ("tests.worlds",)
+
 settings.register_profile(
     "thorough",
     max_examples=10_000,
