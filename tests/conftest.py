@@ -1,29 +1,20 @@
 """Shared pytest fixtures: the anyio backend (asyncio only: kubernetes_asyncio and aiobotocore need it);
-the hypothesis profiles.
+the end-to-end world (tests/worlds.py); the hypothesis profile (tests/profiles.py).
 
-`HYPOTHESIS_PROFILE=thorough` runs 10,000 examples of each property that leaves the count to
-the profile (tests/test_safety_properties.py; see docs/safety-properties.md). Without it the
-properties run their small default counts inside the normal test command.
+`HYPOTHESIS_PROFILE=ci` (what `.ci/run` sets) runs every property's full count, the default
+`local` a quarter of it; `HYPOTHESIS_PROFILE=thorough` runs 10,000 examples of each property
+that leaves the count to the profile (tests/test_safety_properties.py; see
+docs/safety-properties.md).
 """
 
-import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+
+import tests.profiles  # noqa: F401 - registers and loads the hypothesis profile
 
 # the end-to-end world's fixtures (`world`, and `seed_once` under it) for every test module
 pytest_plugins = ("tests.worlds",)
-
-settings.register_profile(
-    "thorough",
-    max_examples=10_000,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    print_blob=True,
-)
-if os.environ.get("HYPOTHESIS_PROFILE"):
-    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 
 @pytest.fixture
