@@ -22,6 +22,15 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture
+def no_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's retries (standard and adaptive modes) without their waits: for the tests of
+    what is retried, not of how long a retry waits (those keep the real back-off)."""
+    from botocore.retries import standard
+
+    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda _self, _ctx: 0.0)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """In a pytest-xdist worker: hand the figures its tests measured to the controller."""
     from tests.figures import FIGURES
