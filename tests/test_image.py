@@ -45,8 +45,7 @@ __all__ = ["world"]  # the fixture
 # The first test using the image fixture builds it: on a fresh machine mmdebstrap (about 60 s)
 # and the build (40-100 s on 2 shared cores) exceed the suite's 120 s per test. Every command
 # below has its own, tighter timeout.
-pytestmark = [pytest.mark.timeout(900), pytest.mark.xdist_group("image")]
-# one worker builds the image: the podman storage under .cache and the tag are shared
+pytestmark = pytest.mark.timeout(900)
 
 DOCKERFILE = ROOT / "Dockerfile"
 CACHE = ROOT / ".cache"
