@@ -24,7 +24,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import yaml
 from bench.event_path import Cluster
 from sandbox.kubesim import ThreadedKubeSimulator, workload, write_kubeconfig
 from sandbox.moto import CREDENTIALS, MotoEcr, moto_server
+from sandbox.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "kube-ecr-cleanup-controller"
@@ -129,7 +129,7 @@ def run(config: Config) -> dict[str, Any]:
         seeding = time.monotonic() - started
         with tempfile.TemporaryDirectory(prefix="bench-rss-") as directory:
             kubeconfig = write_kubeconfig(Path(directory) / "kubeconfig", {"sim": kube})
-            port = _free_port()
+            port = free_port()
             argv = [
                 f"--kubeconfig={kubeconfig}" if a == "--in-cluster=true" else a
                 for a in args
@@ -186,12 +186,6 @@ def run(config: Config) -> dict[str, Any]:
         "python": platform.python_version(),
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}",
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def report(r: dict[str, Any]) -> str:

@@ -44,7 +44,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ from typing import Any
 from sandbox.ecrsim import ThreadedEcrSimulator
 from sandbox.kubesim import ThreadedKubeSimulator, pod, write_kubeconfig
 from sandbox.moto import ACCOUNT, CREDENTIALS, REGION
+from sandbox.ports import free_port
 
 HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 LEASE = "kube-ecr-cleanup-controller"
@@ -604,12 +604,6 @@ def vm_rss(pid: int) -> int | None:
     except OSError:
         return None
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scrape(port: int) -> str:

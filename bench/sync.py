@@ -41,6 +41,7 @@ import orjson
 from bench.event_path import Cluster
 from sandbox.ecrsim import ThreadedEcrSimulator
 from sandbox.kubesim import ThreadedKubeSimulator, write_kubeconfig
+from sandbox.ports import free_port
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
 
@@ -87,14 +88,6 @@ def ready(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Controller:

@@ -301,8 +301,8 @@ def _churn(run: Any, *, every: float) -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from sandbox.moto import CREDENTIALS
+    from sandbox.world import seeded_world
     from tests.observed import JOB, observed_run
-    from tests.worlds import seeded_world
 
     parser = argparse.ArgumentParser(description="Render the README's dashboard picture.")
     parser.add_argument("out", nargs="?", type=Path, default=OUT)
@@ -311,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.update(CREDENTIALS)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        seeded_world(Path(tmp)) as world,
+        seeded_world(Path(tmp), token="e2e-token", context="e2e", short_pages=True) as world,
         observed_run(world, Path(tmp), interval="15s") as run,
     ):
         start = time.time() - 20

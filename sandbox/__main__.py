@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,19 +20,15 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sandbox.kubesim import ThreadedKubeSimulator, pod, write_kubeconfig
-from sandbox.moto import CREDENTIALS, MotoEcr, moto_server
-from sandbox.scenario import SELECTED, UNSELECTED, Scenario, controller_args, seed
+from sandbox.kubesim import ThreadedKubeSimulator, pod
+from sandbox.moto import CREDENTIALS, MotoEcr
+from sandbox.ports import free_port
+from sandbox.scenario import UNSELECTED, Scenario, controller_args
+from sandbox.world import seeded_world
 
 
 def say(message: str) -> None:
     print(f"[sandbox] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Churn(threading.Thread):
@@ -95,17 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     os.environ.update(CREDENTIALS)
-    with tempfile.TemporaryDirectory(prefix="ecr-sandbox-") as tmp, moto_server() as endpoint:
-        kube = ThreadedKubeSimulator(token="sandbox-token").start()
+    with (
+        tempfile.TemporaryDirectory(prefix="ecr-sandbox-") as tmp,
+        seeded_world(Path(tmp), token="sandbox-token", context="sandbox", progress=say) as world,
+    ):
+        ecr, kube, scenario, kubeconfig = world.ecr, world.kube, world.scenario, world.kubeconfig
         churn: Churn | None = None
         try:
-            say(f"ECR (moto) at {endpoint}; API server simulator at {kube.url}")
-            ecr = MotoEcr(endpoint)
-            scenario = seed(ecr, kube, progress=say)
-            kubeconfig = str(
-                write_kubeconfig(Path(tmp) / "kubeconfig", {"sandbox": kube}, token="sandbox-token")
-            )
-            before = {repo: ecr.digests(repo) for repo in scenario.digests}
+            say(f"ECR (moto) at {world.endpoint}; API server simulator at {kube.url}")
+            before = world.state()
             say("images: " + ", ".join(f"{repo} {len(d)}" for repo, d in before.items()))
             args = controller_args(kubeconfig, go_style=options.go_flags)
             if not options.once:
@@ -122,11 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             elif not options.go_flags:
                 args.append("--dry-run=false")
             args += options.extra
-            env = dict(os.environ, AWS_ENDPOINT_URL_ECR=endpoint, PYTHONUNBUFFERED="1")
             say("running: kube-ecr-cleanup-controller " + " ".join(args))
             process = subprocess.Popen(
                 [sys.executable, "-m", "controller", *args],
-                env=env,
+                env=world.env(),
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -136,23 +128,20 @@ def main(argv: list[str] | None = None) -> int:
             status = _follow(process, cycles=options.cycles)
             if churn is not None:
                 churn.stop()
-            after = {repo: ecr.digests(repo) for repo in scenario.digests}
+            after = world.state()
         finally:
             if churn is not None:
                 churn.stop()
-            kube.stop()
 
     say("images now: " + ", ".join(f"{repo} {len(d)}" for repo, d in after.items()))
-    lost = {repo: scenario.must_survive(repo) - after[repo] for repo in scenario.digests}
-    if any(lost.values()):
-        say(f"SAFETY VIOLATION: in-use images deleted: {lost}")
+    problems = scenario.violations(before, after)
+    for problem in problems:
+        say(f"SAFETY VIOLATION: {problem}")
+    if problems:
         return 3
     say(
-        f"safety check passed: all {len(scenario.in_use_digests)} in-use digests and every in-use tag's image still in ECR"
+        f"safety check passed: all {len(scenario.in_use_digests)} in-use digests, every in-use tag's image and the children of in-use indexes still in ECR"
     )
-    if after[UNSELECTED] != before[UNSELECTED]:
-        say(f"{UNSELECTED} was not selected ({', '.join(SELECTED)}) but changed")
-        return 3
     say(f"{UNSELECTED} (not selected) untouched: {len(after[UNSELECTED])} images")
     say(f"controller exit status {status}")
     return status

@@ -139,9 +139,12 @@ class MotoEcr:
 
     @staticmethod
     def set_pushed_at(repo: str, digest: str, when: datetime) -> None:
-        for image in ecr_backends[ACCOUNT][REGION].repositories[repo].images:
+        # newest first: the image just pushed is the last one (moto keeps one per digest), so
+        # seeding n images is not n²/2 digest comparisons
+        for image in reversed(ecr_backends[ACCOUNT][REGION].repositories[repo].images):
             if image.get_image_digest() == digest:
                 image.image_pushed_at = int(when.timestamp())
+                return
 
     def digests(self, repo: str) -> set[str]:
         pages = self.client.get_paginator("describe_images").paginate(repositoryName=repo)

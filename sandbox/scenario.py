@@ -43,6 +43,8 @@ class Scenario:
     in_use_digests: set[str] = field(default_factory=set)
     in_use_tags: set[tuple[str, str]] = field(default_factory=set)
     # (repository, tag) named by a spec
+    children: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # index digest → the digests of its platform manifests
 
     def ref(self, repo: str, tag: str) -> str:
         return f"{HOST}/{repo}:{tag}"
@@ -64,6 +66,26 @@ class Scenario:
             for r, t in self.in_use_tags
             if r == repo and t in self.digests[repo]
         }
+
+    def violations(
+        self, before: Mapping[str, set[str]], after: Mapping[str, set[str]]
+    ) -> list[str]:
+        """What a run must never do, given every repository's digests before and after it:
+        delete an image the cluster holds (by digest or by a tag that points to it), delete a
+        child of an index the cluster holds, or change the repository that is not selected."""
+        problems = []
+        for repo in self.digests:
+            held = self.must_survive(repo)
+            if missing := held - after[repo]:
+                problems.append(f"in-use images deleted from {repo}: {sorted(missing)}")
+            children = {c for index in held & self.children.keys() for c in self.children[index]}
+            if orphaned := children - after[repo]:
+                problems.append(
+                    f"children of an in-use index deleted from {repo}: {sorted(orphaned)}"
+                )
+        if after[UNSELECTED] != before[UNSELECTED]:
+            problems.append(f"{UNSELECTED} was not selected ({', '.join(SELECTED)}) but changed")
+        return problems
 
 
 def _builds(
@@ -116,6 +138,7 @@ def seed(
         ]
         index = ecr.push_index(web, kids, f"multi-{n}", pushed_at=pushed)
         s.digests[web][f"multi-{n}"] = index
+        s.children[index] = tuple(kids)
         s.digests[web][f"multi-{n}-amd64"], s.digests[web][f"multi-{n}-arm64"] = kids
     progress("pushing batch/reports: 120 nightly builds")
     _builds(ecr, s, reports, 120, every=timedelta(days=1))

@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.prometheus import Prometheus, free_port, prometheus
+from sandbox.ports import free_port
+from tests.prometheus import Prometheus, prometheus
 from tests.test_e2e_service import Process, service_args
 from tests.worlds import World
 

@@ -30,15 +30,13 @@ from controller.settings import RepositorySelection
 from sandbox.ecrsim import ThreadedEcrSimulator
 from sandbox.kubesim import ThreadedKubeSimulator, pod, write_kubeconfig
 from sandbox.moto import CREDENTIALS
+from tests.digests import digest as dg
 from tests.fake_ecr import FakeEcr
+from tests.profiles import examples
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 REPO = RepositoryId(EcrRegistry("123456789012", "us-east-1"), "app")
 PODS = SourceKey("test", "pods")
-
-
-def dg(n: int) -> Digest:
-    return Digest(f"sha256:{n:064x}")
 
 
 def cosign(n: int, suffix: str = "sig") -> str:
@@ -256,7 +254,7 @@ def signed_repositories(draw: st.DrawFn) -> tuple[list[Image], frozenset[int], R
     return images, in_use, rules
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(signed_repositories())
 def test_property_no_artifact_of_a_kept_image_is_ever_deleted(
     case: tuple[list[Image], frozenset[int], Rules],
@@ -437,7 +435,7 @@ def test_the_cli_keeps_the_signatures_of_images_in_use_and_deletes_the_others(
     assert repo["deleted"][0]["reason"] == "orphaned-artifact"
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(signed_repositories(), st.lists(st.integers(0, 40), max_size=4), st.randoms())
 async def test_property_the_pruner_never_deletes_an_artifact_before_or_beside_its_subject(
     case: tuple[list[Image], frozenset[int], Rules],

@@ -33,6 +33,7 @@ import yaml
 
 from sandbox.kubesim import RESOURCES, ThreadedKubeSimulator, pod, write_kubeconfig
 from sandbox.moto import CREDENTIALS
+from sandbox.ports import free_port
 from sandbox.scenario import UNSELECTED
 from tests.chart import (
     ALL_FEATURES,
@@ -44,7 +45,6 @@ from tests.chart import (
     merged,
     render,
 )
-from tests.prometheus import free_port
 from tests.worlds import World, world
 
 __all__ = ["world"]  # the fixture

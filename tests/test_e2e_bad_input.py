@@ -22,7 +22,7 @@ import pytest
 from sandbox.ecrsim import ThreadedEcrSimulator
 from sandbox.kubesim import ThreadedKubeSimulator, pod, write_kubeconfig
 from sandbox.moto import CREDENTIALS
-from tests.prometheus import free_port
+from sandbox.ports import free_port
 
 PROG = "kube-ecr-cleanup-controller: error: "
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"

@@ -55,9 +55,9 @@ async def expected_survivors(world: World) -> dict[str, set[str]]:
 
 def check_safety(world: World, after: dict[str, set[str]], before: dict[str, set[str]]) -> None:
     s = world.scenario
-    for repo in SELECTED_REPOS:
-        missing = s.must_survive(repo) - after[repo]
-        assert not missing, f"in-use images deleted from {repo}: {missing}"
+    # every image in use (and every child of an index in use) survives, UNSELECTED is untouched:
+    # the sandbox's own post-run check
+    assert not s.violations(before, after)
     web = after["shop/web"]
     # the index a pod runs keeps both of its platform children
     assert {s.digests["shop/web"]["multi-3-amd64"], s.digests["shop/web"]["multi-3-arm64"]} <= web

@@ -25,8 +25,9 @@ import pytest
 from sandbox.ecrsim import ThreadedEcrSimulator
 from sandbox.kubesim import ThreadedKubeSimulator, pod, write_kubeconfig
 from sandbox.moto import CREDENTIALS
+from sandbox.ports import free_port
 from sandbox.scenario import MAX_IMAGES, UNSELECTED, controller_args
-from tests.prometheus import free_port, prometheus
+from tests.prometheus import prometheus
 from tests.worlds import World, world
 
 __all__ = ["world"]  # the fixture

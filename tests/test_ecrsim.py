@@ -393,6 +393,7 @@ async def test_push_dates_have_millisecond_precision(
 # ----------------------------------------------------------------------- faults
 
 
+@pytest.mark.usefixtures("no_back_off")
 async def test_throttling_is_retried_transparently(sim: EcrSimulator, ecr: ECRClient) -> None:
     sim.add_image(REPO)
     sim.throttle("DescribeImages", 1)
@@ -404,6 +405,7 @@ async def test_throttling_is_retried_transparently(sim: EcrSimulator, ecr: ECRCl
     assert sim.calls["DescribeImages"] == 2
 
 
+@pytest.mark.usefixtures("no_back_off")
 async def test_http_429_is_retried_transparently(sim: EcrSimulator, ecr: ECRClient) -> None:
     sim.throttle("DescribeRepositories", 1, status=429)
     answer = await ecr.describe_repositories()
@@ -411,6 +413,7 @@ async def test_http_429_is_retried_transparently(sim: EcrSimulator, ecr: ECRClie
     assert sim.calls["DescribeRepositories"] == 2
 
 
+@pytest.mark.usefixtures("no_back_off")
 async def test_server_error_is_retried_transparently(sim: EcrSimulator, ecr: ECRClient) -> None:
     digest = sim.add_image(REPO)
     sim.server_error("BatchDeleteImage", 1)
@@ -419,6 +422,7 @@ async def test_server_error_is_retried_transparently(sim: EcrSimulator, ecr: ECR
     assert sim.calls["BatchDeleteImage"] == 2
 
 
+@pytest.mark.usefixtures("no_back_off")
 async def test_throttling_beyond_max_attempts_surfaces(sim: EcrSimulator) -> None:
     # botocore reads retries["max_attempts"] as retries after the first attempt.
     sim.throttle("DescribeImages", 5)

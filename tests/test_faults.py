@@ -37,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sandbox.ecrsim import ThreadedEcrSimulator
 from sandbox.kubesim import ThreadedKubeSimulator, pod, write_kubeconfig
 from sandbox.moto import CREDENTIALS
-from tests.prometheus import free_port
+from sandbox.ports import free_port
 from tests.test_e2e_service import Process
 
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"

@@ -34,10 +34,10 @@ import pytest
 import controller
 from sandbox.kubesim import write_kubeconfig
 from sandbox.moto import CREDENTIALS
+from sandbox.ports import free_port
 from sandbox.scenario import MAX_IMAGES, UNSELECTED, controller_args
 from tests.chart import BARE, NAMESPACE, ROOT, merged, render, tool
 from tests.figures import report
-from tests.prometheus import free_port
 from tests.worlds import World, world
 
 __all__ = ["world"]  # the fixture

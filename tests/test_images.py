@@ -18,6 +18,7 @@ from controller.images import (
     parse_image_id,
     parse_reference,
 )
+from tests.profiles import examples
 
 HEX64 = "0123456789abcdef" * 4
 HEX128 = "fedcba9876543210" * 8
@@ -515,7 +516,7 @@ def image_refs(draw: st.DrawFn) -> ImageRef:
 
 
 @given(image_refs())
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_round_trip(image: ImageRef) -> None:
     text = format_reference(image)
     assert parse_reference(text) == image
@@ -569,7 +570,7 @@ def _outcome(
 @example("docker://")
 @example("\x00")
 @example("sha256:")
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 def test_arbitrary_text_parses_or_raises_invalid_reference(text: str) -> None:
     for parse in (parse_reference, parse_image_id):
         result = _outcome(parse, text)

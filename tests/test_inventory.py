@@ -16,6 +16,7 @@ from controller.inventory import (
     extract_pod,
     extract_pod_template,
 )
+from tests.profiles import examples
 
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 REG = EcrRegistry("123456789012", "us-east-1")
@@ -189,7 +190,7 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(operations)
 def test_property_index_equals_a_naive_recomputation(
     ops: list[tuple[str, str, frozenset[Digest]]],

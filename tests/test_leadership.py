@@ -35,6 +35,7 @@ from controller.leadership import (
     micro_time,
 )
 from sandbox.kubesim import KubeSimulator, write_kubeconfig
+from tests import waiting
 
 TOKEN = "lease-token"
 LEASE = "kube-ecr-cleanup-controller"
@@ -46,12 +47,7 @@ MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
 async def eventually(predicate: Callable[[], bool], within: float = 3.0) -> float:
-    """Wait until `predicate` holds; returns how long it took."""
-    start = time.monotonic()
-    with anyio.fail_after(within):
-        while not predicate():  # noqa: ASYNC110 - polling shared state is the point here
-            await anyio.sleep(0.002)
-    return time.monotonic() - start
+    return await waiting.eventually(predicate, within)  # lease changes may take up to 3 s
 
 
 class Plug:

@@ -13,7 +13,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from controller import __version__
 from controller.ecr import CallStats
 from controller.identifiers import SourceKey
-from controller.images import Digest
 from controller.inventory import InUseIndex, References
 from controller.metrics import ECR_OPERATIONS, Metrics
 from controller.policy import Reason
@@ -26,15 +25,12 @@ from controller.pruning import (
 )
 from controller.scheduling import Blocked
 from controller.trust import SourceTracker
+from tests.digests import digest as dg
 
 STARTED = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 FINISHED = STARTED + timedelta(seconds=42)
 PODS = SourceKey("prod", "pods")
 DEPLOYMENTS = SourceKey("prod", "deployments", "team-a")
-
-
-def dg(n: int) -> Digest:
-    return Digest(f"sha256:{n:064x}")
 
 
 def deletions(count: int, *, size: int = 100) -> list[Deletion]:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.identifiers import RepositoryId, TagRef
-from controller.images import Digest, EcrRegistry
+from controller.images import EcrRegistry
 from controller.inventory import InUseSnapshot
 from controller.policy import (
     PROTECTING,
@@ -22,14 +22,12 @@ from controller.policy import (
     Rules,
     plan,
 )
+from tests.digests import digest as dg
+from tests.profiles import examples
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 REGISTRY = EcrRegistry("123456789012", "us-east-1")
 REPO = RepositoryId(REGISTRY, "app")
-
-
-def dg(n: int) -> Digest:
-    return Digest(f"sha256:{n:064x}")
 
 
 def img(
@@ -404,7 +402,7 @@ def _plan(images: list[Image], in_use: InUseSnapshot, rules: Rules) -> Plan:
     return plan(images, repository=REPO, in_use=in_use, rules=rules, now=NOW)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(repositories())
 def test_property_no_protected_image_is_ever_deleted(
     case: tuple[list[Image], InUseSnapshot, Rules],
@@ -430,7 +428,7 @@ def test_property_no_protected_image_is_ever_deleted(
         assert (decision.reason in PROTECTING) <= (decision.action is Action.KEEP)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(repositories())
 def test_property_repository_ends_within_max_images_unless_protected_exceed(
     case: tuple[list[Image], InUseSnapshot, Rules],
@@ -445,7 +443,7 @@ def test_property_repository_ends_within_max_images_unless_protected_exceed(
         assert len(p.decisions) > rules.max_images
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(repositories(), st.randoms(use_true_random=False))
 def test_property_plan_does_not_depend_on_input_order(
     case: tuple[list[Image], InUseSnapshot, Rules], rnd: random.Random
@@ -456,7 +454,7 @@ def test_property_plan_does_not_depend_on_input_order(
     assert _plan(shuffled, in_use, rules) == _plan(images, in_use, rules)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(repositories())
 def test_property_waves_never_put_a_child_with_or_before_its_index(
     case: tuple[list[Image], InUseSnapshot, Rules],

@@ -20,14 +20,11 @@ from controller.policy import Image, Rules
 from controller.pruning import CycleReport, PruneOptions, Pruner
 from controller.settings import RepositorySelection
 from controller.trust import SourceTracker
+from tests.digests import repo_digest as dg
 from tests.fake_ecr import FakeEcr
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 PODS = SourceKey("test", "pods")
-
-
-def dg(repo: int, n: int) -> Digest:
-    return Digest(f"sha256:{repo:08x}{n:056x}")
 
 
 def images(repo: int, count: int, *, tagged: dict[int, str] | None = None) -> list[Image]:

@@ -18,8 +18,8 @@ rule matches it, or if an image linked to it by index edges is protected. Proper
 * when no pod event arrives (throttles included), the images deleted are exactly the pure
   `policy.plan`'s deletions, and no per-image failure is reported.
 
-Profiles (tests/conftest.py): the default runs a few dozen scenarios inside the test command;
-`HYPOTHESIS_PROFILE=thorough` runs 10,000 (docs/safety-properties.md has the command and the
+Profiles (tests/profiles.py): `HYPOTHESIS_PROFILE=ci` (CI) runs 300 scenarios, the default
+`local` 75; `HYPOTHESIS_PROFILE=thorough` runs 10,000 (docs/safety-properties.md has the command and the
 result of a run).
 """
 
@@ -48,6 +48,7 @@ from controller.pruning import CycleReport, PruneOptions, Pruner
 from controller.settings import RepositorySelection
 from sandbox.ecrsim import EcrSimulator, ImageView
 from tests.figures import FIGURES
+from tests.profiles import examples
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -615,7 +616,7 @@ def stats() -> Iterator[dict[str, float]]:
 
 @pytest.mark.timeout(0 if THOROUGH else 120)
 @settings(
-    max_examples=settings().max_examples if THOROUGH else 300,
+    max_examples=settings().max_examples if THOROUGH else examples(300),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

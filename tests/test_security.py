@@ -35,7 +35,7 @@ from controller.serving import IDLE_TIMEOUT
 from sandbox.ecrsim import ThreadedEcrSimulator
 from sandbox.kubesim import ThreadedKubeSimulator, pod, write_kubeconfig
 from sandbox.moto import ACCOUNT, REGION
-from tests.prometheus import free_port
+from sandbox.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

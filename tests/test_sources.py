@@ -13,6 +13,7 @@ from controller.images import Digest
 from controller.kubeapi import SourceError
 from controller.sources import KINDS, list_kind
 from sandbox.kubesim import KubeSimulator, pod, workload, write_kubeconfig
+from tests.digests import digest
 
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 TOKEN = "t0ken"
@@ -29,10 +30,6 @@ async def cluster(sim: KubeSimulator, tmp_path: Path) -> AsyncIterator[Cluster]:
     path = write_kubeconfig(tmp_path / "config", {"sim": sim}, token=TOKEN)
     async with connect(kubeconfig=str(path), contexts=(), in_cluster=False) as clusters:
         yield clusters[0]
-
-
-def digest(n: int) -> str:
-    return "sha256:" + f"{n:x}".rjust(64, "0")
 
 
 async def test_list_follows_continue_through_short_and_empty_pages(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,30 +23,19 @@ from controller.sources import KINDS
 from controller.trust import SourceTracker
 from controller.watching import Backoff, EventSink, Watcher, WatchOptions
 from sandbox.kubesim import KubeSimulator, pod, workload, write_kubeconfig
+from tests.digests import digest
 from tests.fake_ecr import FakeEcr
+from tests.waiting import eventually
 
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 TOKEN = "watch-token"
 FAST = WatchOptions(timeout_seconds=30, inactivity=2.0, backoff_initial=0.02, backoff_max=0.1)
 
 
-def digest(n: int) -> Digest:
-    return Digest("sha256:" + f"{n:x}".rjust(64, "0"))
-
-
 def running(name: str, n: int, namespace: str = "ns") -> dict[str, object]:
     return pod(
         name, namespace, {"c": f"{HOST}/app:v{n}"}, image_ids={"c": f"{HOST}/app@{digest(n)}"}
     )
-
-
-async def eventually(predicate: Callable[[], bool], within: float = 2.0) -> float:
-    """Wait until `predicate` holds (polling: the states watched have no event to wait on)."""
-    start = time.monotonic()
-    with anyio.fail_after(within):
-        while not predicate():  # noqa: ASYNC110 - polling shared state is the point here
-            await anyio.sleep(0.002)
-    return time.monotonic() - start
 
 
 @dataclass

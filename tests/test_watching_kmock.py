@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +38,13 @@ import pytest
 
 from controller.clusters import Cluster, connect
 from controller.identifiers import SourceKey
-from controller.images import Digest
 from controller.inventory import InUseIndex
 from controller.sources import KINDS, LIST_PAGE, list_kind, request
 from controller.trust import SourceTracker
 from controller.watching import EventSink, Watcher, WatchOptions
 from sandbox.kubesim import pod, write_kubeconfig
+from tests.digests import digest
+from tests.waiting import eventually
 
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 TOKEN = "kmock-token"
@@ -54,10 +55,6 @@ GET_PODS = "get /api/v1/pods"
 IS_WATCH = kmock.params(watch=re.compile("true", re.IGNORECASE))
 
 Json = dict[str, Any]
-
-
-def digest(n: int) -> Digest:
-    return Digest("sha256:" + f"{n:x}".rjust(64, "0"))
 
 
 def running(name: str, n: int, version: str = "1") -> Json:
@@ -81,13 +78,6 @@ def status(code: int, reason: str, message: str) -> Json:
         "reason": reason,
         "code": code,
     }
-
-
-async def eventually(predicate: Callable[[], bool], within: float = 2.0) -> None:
-    """Wait until `predicate` holds (polling: the states watched have no event to wait on)."""
-    with anyio.fail_after(within):
-        while not predicate():  # noqa: ASYNC110 - polling shared state is the point here
-            await anyio.sleep(0.002)
 
 
 @dataclass
