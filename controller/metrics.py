@@ -145,6 +145,12 @@ class Metrics:
             "call, per repository.",
             repo,
         )
+        self._already_gone = counter(
+            "images_already_gone_total",
+            "Images a delete call found already gone (ImageNotFound: deleted by someone else "
+            "since the listing), counted as done, per repository.",
+            repo,
+        )
         self._delete_failures = counter(
             "image_delete_failures_total",
             "Images ECR did not delete when asked (BatchDeleteImage failures), per repository "
@@ -253,6 +259,7 @@ class Metrics:
             self._deleted.labels(name).inc(report.deleted_count)
             self._reclaimed.labels(name).inc(deleted_bytes)
         self._vetoed.labels(name).inc(report.vetoed)
+        self._already_gone.labels(name).inc(report.already_gone)
         for failure in report.failed:
             self._delete_failures.labels(name, failure.code).inc()
         for error in report.errors:
@@ -284,7 +291,7 @@ class Metrics:
         if repository in self._counted:
             return
         self._counted.add(repository)
-        for metric in (self._deleted, self._reclaimed, self._vetoed):
+        for metric in (self._deleted, self._reclaimed, self._vetoed, self._already_gone):
             metric.labels(repository)
         self._errors.labels(repository, "", "")
         self._delete_failures.labels(repository, "")

@@ -576,6 +576,15 @@ class Pruner:
     ) -> None:
         report.already_gone += len(outcome.gone)
         report.images_after -= len(outcome.gone)
+        if outcome.gone:
+            log.info(
+                "repository %s: %d image(s) already gone (deleted by someone else since the "
+                "listing), counted as done: %s",
+                repository.name,
+                len(outcome.gone),
+                ", ".join(outcome.gone),
+                extra={"repository": repository.name},
+            )
         for failure in outcome.failed:
             report.failed.append(FailedDeletion(failure.digest, failure.code, failure.reason))
             log.error(

@@ -135,6 +135,7 @@ def test_a_clean_cycle_leaves_zero_error_failure_and_veto_series_per_repository(
         "ecr_cleanup_images_deleted_total",
         "ecr_cleanup_reclaimed_bytes_total",
         "ecr_cleanup_images_vetoed_total",
+        "ecr_cleanup_images_already_gone_total",
     ):
         assert value(registry, name, repository="app") == 0, name
     # the repository's zero line: no operation, no code (Prometheus stores it without them)
@@ -424,10 +425,11 @@ def test_a_refused_cycle_is_counted_but_not_timed(
 
 
 def test_vetoed_and_held_back_images(registry: CollectorRegistry, metrics: Metrics) -> None:
-    metrics.observe_cycle(cycle(repo("app", vetoed=2, held_back=5)), 1.0)
-    metrics.observe_cycle(cycle(repo("app", vetoed=1, held_back=0)), 1.0)
+    metrics.observe_cycle(cycle(repo("app", vetoed=2, held_back=5, already_gone=1)), 1.0)
+    metrics.observe_cycle(cycle(repo("app", vetoed=1, held_back=0, already_gone=3)), 1.0)
 
     assert value(registry, "ecr_cleanup_images_vetoed_total", repository="app") == 3
+    assert value(registry, "ecr_cleanup_images_already_gone_total", repository="app") == 4
     assert value(registry, "ecr_cleanup_held_back_images", repository="app") == 0
 
 

@@ -384,7 +384,7 @@ async def test_index_deleted_before_its_children_and_failures_reported() -> None
     assert not kms.ok
 
 
-async def test_already_gone_counts_as_done() -> None:
+async def test_already_gone_counts_as_done(caplog: pytest.LogCaptureFixture) -> None:
     ecr = FakeEcr()
     ecr.add("app", *images(1, 12))
 
@@ -392,9 +392,12 @@ async def test_already_gone_counts_as_done() -> None:
         del ecr.repos["app"][batch[0]]  # another cleaner got there first
 
     ecr.before_delete = racer
-    report = await cycle(pruner(ecr, InUseIndex()))
+    with caplog.at_level(logging.INFO, logger="controller.pruning"):
+        report = await cycle(pruner(ecr, InUseIndex()))
     (repo,) = report.repositories
     assert repo.already_gone == 1
+    (line,) = [r.getMessage() for r in caplog.records if "already gone" in r.getMessage()]
+    assert line.startswith("repository app: 1 image(s) already gone (deleted by someone else")
     assert len(repo.deleted) == 1
     assert repo.ok
     assert repo.images_after == 10
