@@ -117,7 +117,8 @@ class RepositoryReport:
     vetoed: int = 0
     # dropped from a batch because they became in use after the plan
     held_back: int = 0
-    # would be deleted but for the cap or a stopped cycle
+    # would be deleted but for the cap or a stopped cycle, or (an attached artifact) because
+    # its subject's delete failed
     bytes_reclaimed: int = 0
     # the summed sizes of all `deleted_count` images: counted, since `deleted` may be a sample
     errors: list[ErrorRecord] = field(default_factory=list)

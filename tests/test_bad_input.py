@@ -363,6 +363,11 @@ def _tags_not_a_list(answer: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+def _subject_not_a_digest(answer: dict[str, Any]) -> dict[str, Any]:
+    answer["imageDetails"][0]["subjectManifestDigest"] = "sha256:not-hex"
+    return answer
+
+
 def _token_not_a_string(answer: dict[str, Any]) -> dict[str, Any]:
     answer["nextToken"] = 5
     return answer
@@ -373,6 +378,13 @@ ECR_CASES = (
     Case("DescribeImages", "imagePushedAt 'not-a-timestamp'", "wrong type", "failed"),
     Case("DescribeImages", "imageSizeInBytes 'ten megabytes'", "wrong type", "tolerated"),
     Case("DescribeImages", "imageTags 'v1' (not a list)", "wrong type", "failed", _tags_not_a_list),
+    Case(
+        "DescribeImages",
+        "subjectManifestDigest 'sha256:not-hex'",
+        "wrong type",
+        "failed",
+        _subject_not_a_digest,
+    ),
     Case(
         "DescribeImages",
         "nextToken 5 (not a string)",
