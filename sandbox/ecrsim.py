@@ -1109,6 +1109,20 @@ class EcrRegistry:
             return None if digest is None else repository.images[digest]
         return None
 
+    def _resolve_or_raise(self, repository: _Repository, image_id: _ImageId) -> _Image:
+        """The image `image_id` names, or ECR's ImageNotFoundException (an operation error, as
+        DescribeImages and UpdateImageStorageClass answer, not a per-image failure)."""
+        image = self._resolve(repository, image_id)
+        if image is None:
+            raise EcrError(
+                "ImageNotFoundException",
+                f"The image with imageId {{imageDigest:'{image_id.digest or 'null'}', "
+                f"imageTag:'{image_id.tag or 'null'}'}} does not exist within the "
+                f"repository with name '{repository.name}' in the registry with id "
+                f"'{self.account}'",
+            )
+        return image
+
     def _id_problem(self, repository: _Repository, image_id: _ImageId) -> tuple[str, str] | None:
         """A per-image failure (code, reason) for a malformed or mismatched id."""
         if image_id.digest is None and image_id.tag is None:
@@ -1408,15 +1422,7 @@ class EcrRegistry:
                 problem = self._id_problem(repository, image_id)
                 if problem is not None and problem[0] != "ImageTagDoesNotMatchDigest":
                     raise EcrError("InvalidParameterException", problem[1])
-                image = self._resolve(repository, image_id)
-                if image is None:
-                    raise EcrError(
-                        "ImageNotFoundException",
-                        f"The image with imageId {{imageDigest:'{image_id.digest or 'null'}', "
-                        f"imageTag:'{image_id.tag or 'null'}'}} does not exist within the "
-                        f"repository with name '{repository.name}' in the registry with id "
-                        f"'{self.account}'",
-                    )
+                image = self._resolve_or_raise(repository, image_id)
                 if wanted(image):
                     details.setdefault(image.digest, self._detail_wire(repository, image))
             return {"imageDetails": list(details.values())}
@@ -1576,13 +1582,7 @@ class EcrRegistry:
         problem = self._id_problem(repository, image_id)
         if problem is not None:
             raise EcrError("InvalidParameterException", problem[1])
-        image = self._resolve(repository, image_id)
-        if image is None:
-            raise EcrError(
-                "ImageNotFoundException",
-                f"The image with imageId {image_id.wire()} does not exist within the repository "
-                f"with name '{repository.name}' in the registry with id '{self.account}'",
-            )
+        image = self._resolve_or_raise(repository, image_id)
         self._transition(repository, image, target)
         return {
             "registryId": self.account,
