@@ -25,8 +25,9 @@ def test_a_region_the_sdk_does_not_know_yet_is_a_warning_not_an_error(
     with caplog.at_level(logging.WARNING, logger="controller.app"):
         open_registry(settings(region="ap-nowhere-9"))
         open_registry(settings(region="eu-west-1"))
-    # the records of controller.app only: another logger's record (asyncio's GC of a session an
-    # earlier test in this worker left open) is not what this test is about, and once made it fail
+    # the records of controller.app only: another logger's record (asyncio's, say, about
+    # something an earlier test in this worker left) is not what this test is about; an extra
+    # record made it fail once, in a local run, and its source was not found
     (record,) = [r for r in caplog.records if r.name == "controller.app"]
     assert record.getMessage().startswith(
         "region ap-nowhere-9 is not known to the installed botocore; using it anyway"
