@@ -59,6 +59,10 @@ UpdateImageStorageClass, ListImageReferrers and the ImageDetail fields imageStat
 subjectManifestDigest, lastArchivedAt and lastActivatedAt. No process-wide setting changes
 (AWS_DATA_PATH): other botocore sessions in the process keep the installed model."""
 
+STORAGE_CLASS_REFUSALS = frozenset({"ImageStorageClassUpdateNotSupportedException"})
+"""UpdateImageStorageClass answers for one image that ECR will not move now (already archived
+or restoring, an index's child): a per-image failure, not a reason to retry."""
+
 DESCRIBE_PAGE = 1000  # DescribeImages maxResults upper bound
 ID_BATCH = 100  # BatchGetImage / BatchDeleteImage / DescribeRepositories names per call
 
@@ -192,8 +196,9 @@ class EcrPort(Protocol):
         """The named repositories, or every repository of the registry when `names` is None."""
         ...
 
-    async def images(self, repository: Repository) -> list[Image]:
-        """Every ACTIVE image; `children` not yet filled in."""
+    async def images(self, repository: Repository, *, archived: bool = False) -> list[Image]:
+        """Every ACTIVE image, or with `archived` every ARCHIVED one; `children` not yet filled
+        in."""
         ...
 
     async def index_children(
@@ -204,6 +209,14 @@ class EcrPort(Protocol):
 
     async def delete(self, repository: Repository, digests: Sequence[Digest]) -> DeleteOutcome:
         """Delete at most 100 images by digest (with all their tags)."""
+        ...
+
+    async def archive(self, repository: Repository, digest: Digest) -> DeleteOutcome:
+        """Move one image to the archive storage class (`deleted`: moved)."""
+        ...
+
+    async def restore(self, repository: Repository, digest: Digest) -> str:
+        """Ask for an archived image back; the status ECR answers (ACTIVATING)."""
         ...
 
 
@@ -409,15 +422,17 @@ class AioEcr:
 
     # -- images --------------------------------------------------------------------------------
 
-    async def images(self, repository: Repository) -> list[Image]:
+    async def images(self, repository: Repository, *, archived: bool = False) -> list[Image]:
         images: list[Image] = []
         token: str | None = None
+        status = {"filter": {"imageStatus": "ARCHIVED"}} if archived else {}
         while True:
             page = await self._call(
                 "DescribeImages",
                 repositoryName=repository.name,
                 registryId=repository.id.registry.account,
                 maxResults=DESCRIBE_PAGE,
+                **status,
                 **({"nextToken": token} if token else {}),
             )
             images.extend(_image(raw) for raw in _list(page, "imageDetails", "DescribeImages"))
@@ -451,6 +466,43 @@ class AioEcr:
         if unread:
             raise MalformedResponse("BatchGetImage", f"no manifest returned for {unread[0]}")
         return children
+
+    async def archive(self, repository: Repository, digest: Digest) -> DeleteOutcome:
+        """Move one image to the archive storage class (UpdateImageStorageClass takes one),
+        through the client without SDK retries, as deletes: the pruner retries, and checks the
+        image again first. An image already gone counts as done; one ECR will not move now
+        (already archived or restoring, a child of an unarchived index) is a failure; any other
+        error is raised."""
+        try:
+            await self._call(
+                "UpdateImageStorageClass",
+                client=self._delete_client,
+                repositoryName=repository.name,
+                registryId=repository.id.registry.account,
+                imageId={"imageDigest": digest},
+                targetStorageClass="ARCHIVE",
+            )
+        except EcrError as exc:
+            if exc.code == "ImageNotFoundException":
+                return DeleteOutcome(gone=(digest,))
+            if exc.code in STORAGE_CLASS_REFUSALS:
+                return DeleteOutcome(failed=(Failure(digest, exc.code, exc.message),))
+            raise
+        return DeleteOutcome(deleted=(digest,))
+
+    async def restore(self, repository: Repository, digest: Digest) -> str:
+        """Ask for an archived image back in the standard storage class (it is ACTIVATING for
+        up to about 20 minutes); the status ECR answers. Through the reading client, with the
+        SDK's retries: a restore is the safe direction."""
+        page = await self._call(
+            "UpdateImageStorageClass",
+            repositoryName=repository.name,
+            registryId=repository.id.registry.account,
+            imageId={"imageDigest": digest},
+            targetStorageClass="STANDARD",
+        )
+        status = page.get("imageStatus")
+        return status if isinstance(status, str) else "UNKNOWN"
 
     async def delete(self, repository: Repository, digests: Sequence[Digest]) -> DeleteOutcome:
         if not digests:
@@ -561,6 +613,7 @@ def _image(raw: object) -> Image:
     size = get("imageSizeInBytes")
     media = get("imageManifestMediaType")
     pulled = get("lastRecordedPullTime")
+    archived = get("lastArchivedAt")
     subject = get("subjectManifestDigest")
     if subject is not None and (type(subject) is not str or not is_digest(subject)):
         # whose artifact it is decides whether it may go: never guess
@@ -574,6 +627,7 @@ def _image(raw: object) -> Image:
         (),
         media if type(media) is str else None,
         None if subject is None else Digest(subject),
+        None if archived is None else _timestamp(archived),
     )
 
 

@@ -126,6 +126,8 @@ class Image:
     media_type: str | None = None
     subject: Digest | None = None
     # OCI 1.1 subjectManifestDigest: the image this artifact (signature, SBOM, ...) belongs to
+    archived_at: datetime | None = None
+    # lastArchivedAt, for an image in the archive storage class (listed only when asked for)
 
 
 _COSIGN_TAG = re.compile(r"sha256-([0-9a-f]{64})\.(?:sig|att|sbom)")

@@ -26,6 +26,9 @@ class FakeEcr:
         self.failing_listing: EcrError | None = None
         self.delete_failures: dict[Digest, str] = {}
         self.before_delete: Callable[[str, Sequence[Digest]], Awaitable[None]] | None = None
+        self.archived: dict[str, dict[Digest, Image]] = {}
+        # per repository, the images moved to the archive storage class (out of `repos`)
+        self.restored: list[tuple[str, Digest]] = []
         self.in_flight = 0
         self.max_in_flight = 0
 
@@ -46,10 +49,14 @@ class FakeEcr:
         found = tuple(Repository(self.repo_id(n)) for n in wanted if n in self.repos)
         return Listing(found, tuple(n for n in wanted if n not in self.repos))
 
-    async def images(self, repository: Repository) -> list[Image]:
+    async def images(self, repository: Repository, *, archived: bool = False) -> list[Image]:
         self.calls["DescribeImages"] += 1
         if repository.name in self.failing:
             raise self.failing[repository.name]
+        if archived:
+            return [
+                replace(i, children=()) for i in self.archived.get(repository.name, {}).values()
+            ]
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         await anyio.sleep(0.01)
@@ -84,3 +91,27 @@ class FakeEcr:
         for digest in deleted:
             del store[digest]
         return DeleteOutcome(tuple(deleted), tuple(gone), tuple(failed))
+
+    async def archive(self, repository: Repository, digest: Digest) -> DeleteOutcome:
+        """As ECR (and the simulator) answer: an index's child cannot go before the index."""
+        if self.before_delete is not None:
+            await self.before_delete(repository.name, (digest,))
+        self.calls["UpdateImageStorageClass"] += 1
+        self.batches.append((repository.name, (digest,)))
+        store = self.repos[repository.name]
+        if digest in self.delete_failures:
+            return DeleteOutcome(
+                failed=(Failure(digest, self.delete_failures[digest], "injected"),)
+            )
+        if digest not in store:
+            return DeleteOutcome(gone=(digest,))
+        if any(digest in i.children for i in store.values()):
+            code = "ImageStorageClassUpdateNotSupportedException"
+            return DeleteOutcome(failed=(Failure(digest, code, "in an active index"),))
+        self.archived.setdefault(repository.name, {})[digest] = store.pop(digest)
+        return DeleteOutcome(deleted=(digest,))
+
+    async def restore(self, repository: Repository, digest: Digest) -> str:
+        self.calls["UpdateImageStorageClass"] += 1
+        self.restored.append((repository.name, digest))
+        return "ACTIVATING"

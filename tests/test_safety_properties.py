@@ -390,8 +390,8 @@ class WitnessedEcr:
     async def repositories(self, names: Sequence[str] | None) -> Listing:
         return await self._ecr.repositories(names)
 
-    async def images(self, repository: Repository) -> list[Image]:
-        return await self._ecr.images(repository)
+    async def images(self, repository: Repository, *, archived: bool = False) -> list[Image]:
+        return await self._ecr.images(repository, archived=archived)
 
     async def index_children(
         self, repository: Repository, digests: Sequence[Digest]
@@ -407,6 +407,12 @@ class WitnessedEcr:
             if hit:
                 sim.violations.append(Violation(repository.name, hit, sim.calls_made))
         return await self._ecr.delete(repository, digests)
+
+    async def archive(self, repository: Repository, digest: Digest) -> DeleteOutcome:
+        raise AssertionError("these scenarios delete; archiving is tested in test_archive")
+
+    async def restore(self, repository: Repository, digest: Digest) -> str:
+        raise AssertionError("these scenarios delete; restoring is tested in test_archive")
 
 
 class ObservedEcr(EcrSimulator):
