@@ -41,8 +41,9 @@ from controller.inventory import InUseIndex
 from controller.kubeapi import REQUEST_FAILURES, KubeError
 from controller.leadership import AlwaysLeader, ElectionConfig, LeaderElector, Leadership
 from controller.metrics import Metrics
-from controller.pruning import CycleReport, PruneOptions, Pruner
+from controller.pruning import ARCHIVE, DELETE, Catalog, CycleReport, PruneOptions, Pruner
 from controller.report import render
+from controller.restoring import Restorer
 from controller.scheduling import NOT_LEADER, UNTRUSTED_VIEW, Blocked, Schedule, run_schedule
 from controller.serving import listen, serve
 from controller.settings import ConfigError, Settings
@@ -146,7 +147,7 @@ async def list_everything(
             tg.start_soon(one, watcher)
 
 
-def prune_options(settings: Settings, view: View) -> PruneOptions:
+def prune_options(settings: Settings, view: View, catalog: Catalog | None = None) -> PruneOptions:
     def unused_overrides(names: Sequence[str]) -> list[str]:
         return [f"repositories[{i}] {o.pattern!r}" for i, o in settings.unused_overrides(names)]
 
@@ -159,6 +160,8 @@ def prune_options(settings: Settings, view: View) -> PruneOptions:
         # `--once --output json` prints every deletion; otherwise counts and a sample suffice
         deletion_records=None if settings.once and settings.output == "json" else DELETION_SAMPLE,
         lagging=view.tracker.lagging,
+        disposal=ARCHIVE if settings.disposal == "archive" else DELETE,
+        catalog=catalog,
     )
 
 
@@ -363,6 +366,12 @@ class Service:
                     )
                     inner.start_soon(watcher.run, name=f"watch {key}")
 
+                restorer: Restorer | None = None
+                if settings.disposal == "archive" and not settings.dry_run:
+                    # restore on use: beside the scheduler, not waiting for a cycle
+                    restorer = Restorer(ecr, view.index, on_request=self.metrics.restore_requested)
+                    inner.start_soon(restorer.run, name="restore on use")
+
                 async def scheduler() -> None:
                     await _cycles(
                         settings,
@@ -371,6 +380,7 @@ class Service:
                         metrics=self.metrics,
                         leader=leader,
                         stopping=self.stopping,
+                        catalog=restorer,
                     )
                     inner.cancel_scope.cancel()  # stopping: the watchers are no longer needed
 
@@ -388,8 +398,9 @@ async def _cycles(
     metrics: Metrics,
     leader: Leadership,
     stopping: anyio.Event,
+    catalog: Catalog | None = None,
 ) -> None:
-    pruner = Pruner(ecr, view.index, prune_options(settings, view))
+    pruner = Pruner(ecr, view.index, prune_options(settings, view, catalog))
 
     def blocked() -> Blocked | None:
         refusal = view.refusal(settings)

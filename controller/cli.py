@@ -165,6 +165,15 @@ def _parse_output(text: str, *, field: str) -> Literal["table", "json"]:
     raise ConfigError(field, f"expected one of table, json, got {text!r}")
 
 
+def _parse_disposal(text: str, *, field: str) -> Literal["delete", "archive"]:
+    value = text.strip()
+    if value == "delete":
+        return "delete"
+    if value == "archive":
+        return "archive"
+    raise ConfigError(field, f"expected one of delete, archive, got {text!r}")
+
+
 def _parse_log_format(text: str, *, field: str) -> Literal["text", "json"]:
     value = text.strip()
     if value == "text":
@@ -516,6 +525,17 @@ FLAGS: tuple[Flag[Any], ...] = (
         "runtime",
         kind="bool",
         metavar="BOOL",
+    ),
+    Flag(
+        "disposal",
+        _parse_disposal,
+        _DEFAULTS.disposal,
+        "What happens to the images the rules let go: delete, or archive (moved to ECR's "
+        "archive storage class, one call per image; they cannot be pulled, ECR bills 90 days of "
+        "archive storage at least, and the service restores one within seconds when a pod "
+        "needs it again).",
+        "retention",
+        metavar="MODE",
     ),
     Flag(
         "output",
@@ -881,6 +901,7 @@ def _settings(
         in_cluster=in_cluster,
         namespaces=namespaces,
         dry_run=sources.get("dry-run"),
+        disposal=sources.get("disposal"),
         concurrency=sources.get("concurrency"),
         once=sources.get("once"),
         output=sources.get("output"),
@@ -928,6 +949,11 @@ def safety_warnings(settings: Settings) -> list[str]:
         warnings.append(
             "DRY RUN: nothing will be deleted, images that would be deleted are only logged. "
             "To delete, pass -dry-run=false or set ECR_CLEANUP_DRY_RUN=false."
+        )
+    if settings.disposal == "archive" and settings.once:
+        warnings.append(
+            "--disposal=archive with --once: images are archived, but nothing restores one that "
+            "comes into use before the service runs (restore on use is a service feature)"
         )
     if settings.namespaces:
         warnings.append(

@@ -53,7 +53,13 @@ PREFIX = "ecr_cleanup_"
 
 CYCLE_RESULTS = ("ok", "failed", "refused", "stopped")
 
-ECR_OPERATIONS = ("DescribeRepositories", "DescribeImages", "BatchGetImage", "BatchDeleteImage")
+ECR_OPERATIONS = (
+    "DescribeRepositories",
+    "DescribeImages",
+    "BatchGetImage",
+    "BatchDeleteImage",
+    "UpdateImageStorageClass",
+)
 """The ECR operations the controller calls: their call and throttle counters start at 0."""
 
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800)
@@ -143,6 +149,17 @@ class Metrics:
             "images_vetoed_total",
             "Images planned for deletion but kept because they came into use before the delete "
             "call, per repository.",
+            repo,
+        )
+        self._archived = counter(
+            "images_archived_total",
+            "Images moved to ECR's archive storage class (--disposal=archive), per repository.",
+            repo,
+        )
+        self._restores = counter(
+            "restores_requested_total",
+            "Archived images asked back to the standard storage class because they came into "
+            "use (--disposal=archive), per repository.",
             repo,
         )
         self._already_gone = counter(
@@ -245,17 +262,23 @@ class Metrics:
         # repositories' state is the new leader's to tell
         gauges = self._leading is not False
         for repository in report.repositories:
-            self._observe_repository(repository, dry_run=report.dry_run, gauges=gauges)
+            self._observe_repository(
+                repository, dry_run=report.dry_run, gauges=gauges, disposal=report.disposal
+            )
         if gauges and report.listed:
             # the cycle saw every selected repository: forget the gauges of the others
             for gone in self._repositories - {r.name for r in report.repositories}:
                 self._forget(gone)
 
-    def _observe_repository(self, report: RepositoryReport, *, dry_run: bool, gauges: bool) -> None:
+    def _observe_repository(
+        self, report: RepositoryReport, *, dry_run: bool, gauges: bool, disposal: str = "delete"
+    ) -> None:
         name = report.name
         self._zero_counters(name)
         deleted_bytes = report.bytes_reclaimed
-        if not dry_run:
+        if not dry_run and disposal == "archive":
+            self._archived.labels(name).inc(report.deleted_count)
+        elif not dry_run:
             self._deleted.labels(name).inc(report.deleted_count)
             self._reclaimed.labels(name).inc(deleted_bytes)
         self._vetoed.labels(name).inc(report.vetoed)
@@ -291,7 +314,8 @@ class Metrics:
         if repository in self._counted:
             return
         self._counted.add(repository)
-        for metric in (self._deleted, self._reclaimed, self._vetoed, self._already_gone):
+        counters = (self._deleted, self._reclaimed, self._vetoed, self._already_gone)
+        for metric in (*counters, self._archived, self._restores):
             metric.labels(repository)
         self._errors.labels(repository, "", "")
         self._delete_failures.labels(repository, "")
@@ -312,6 +336,11 @@ class Metrics:
         for reason in self._protected_reasons.pop(repository, set()):
             self._protected.remove(repository, reason)
         self._repositories.discard(repository)
+
+    def restore_requested(self, repository: str) -> None:
+        """A restore of an archived image was requested (controller.restoring)."""
+        self._zero_counters(repository)
+        self._restores.labels(repository).inc()
 
     def cycle_skipped(self, block: Blocked) -> None:
         """A scheduled cycle did not run; `block.reason` is a short fixed label."""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
+from typing import Final, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -32,7 +33,17 @@ from controller.ecr import (
     with_children_of,
 )
 from controller.images import Digest
-from controller.policy import PROTECTING, Decision, InUse, Plan, Reason, Rules, in_use_reason, plan
+from controller.policy import (
+    PROTECTING,
+    Decision,
+    Image,
+    InUse,
+    Plan,
+    Reason,
+    Rules,
+    in_use_reason,
+    plan,
+)
 from controller.settings import RepositorySelection, is_glob
 
 log = logging.getLogger(__name__)
@@ -142,6 +153,8 @@ class RepositoryReport:
 class CycleReport:
     started_at: datetime
     dry_run: bool
+    disposal: str = "delete"
+    # what the cycle does to the images it lets go: delete or archive (Disposal.name)
     listed: bool = False
     # the registry's repositories were listed and the selection applied (False: the listing
     # failed, or the cycle was refused or stopped before): `repositories` is then every
@@ -175,6 +188,84 @@ class CycleReport:
         return sum(r.bytes_reclaimed for r in self.repositories)
 
 
+class Disposal(Protocol):
+    """What the pruner does to the images a plan lets go, chosen once, in PruneOptions.
+
+    The plan, the trust gate, the catch-up wait, the in-use veto before every attempt and the
+    retries are the same whatever the disposal: only the call differs. With
+    `PruneOptions.dry_run` nothing is called and the plan is reported in the disposal's words
+    ("would archive ...")."""
+
+    @property
+    def name(self) -> str:
+        """ "delete" or "archive": the report's and the metrics' word for it."""
+        ...
+
+    @property
+    def operation(self) -> str:
+        """The ECR operation one call is (the retry log names it)."""
+        ...
+
+    @property
+    def batch(self) -> int:
+        """Images per call."""
+        ...
+
+    async def dispose(
+        self, ecr: EcrPort, repository: Repository, digests: Sequence[Digest]
+    ) -> DeleteOutcome:
+        """One call for at most `batch` images; what it did (`deleted`: disposed of)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """BatchDeleteImage, 100 images a call: the images are gone for good."""
+
+    name: str = "delete"
+    operation: str = "BatchDeleteImage"
+    batch: int = ID_BATCH
+
+    async def dispose(
+        self, ecr: EcrPort, repository: Repository, digests: Sequence[Digest]
+    ) -> DeleteOutcome:
+        return await ecr.delete(repository, digests)
+
+
+@dataclass(frozen=True, slots=True)
+class Archive:
+    """UpdateImageStorageClass to ARCHIVE, one image a call (the API takes one): the images
+    leave the standard storage class, cannot be pulled, and can be restored (`restoring`)."""
+
+    name: str = "archive"
+    operation: str = "UpdateImageStorageClass"
+    batch: int = 1
+
+    async def dispose(
+        self, ecr: EcrPort, repository: Repository, digests: Sequence[Digest]
+    ) -> DeleteOutcome:
+        (digest,) = digests
+        return await ecr.archive(repository, digest)
+
+
+DELETE: Final = Delete()
+ARCHIVE: Final = Archive()
+_DOING = {"delete": "deleting", "archive": "archiving"}
+_DONE = {"delete": "deleted", "archive": "archived"}
+
+
+class Catalog(Protocol):
+    """Who keeps the archived images for restore on use (controller.restoring.Restorer)."""
+
+    def listed(self, repository: Repository, images: Sequence[Image]) -> None:
+        """A repository's ARCHIVED images as the cycle listed them (replacing the last list)."""
+        ...
+
+    def archived(self, repository: Repository, image: Image) -> None:
+        """One image this cycle has just archived."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class PruneOptions:
     selection: RepositorySelection
@@ -194,8 +285,13 @@ class PruneOptions:
     # call waits up to `catch_up` seconds for it, then the repository stops deleting
     catch_up: float = 30.0
     delete_retry: RetryPolicy = field(default_factory=RetryPolicy)
-    # the controller's own retries of a throttled or failed BatchDeleteImage (never the SDK's):
-    # the trust gate and the in-use veto run again before every attempt
+    # the controller's own retries of a throttled or failed delete or archive call (never the
+    # SDK's): the trust gate and the in-use veto run again before every attempt
+    disposal: Disposal = DELETE
+    # what happens to the images the plans let go
+    catalog: Catalog | None = None
+    # with Archive: who is told of the archived images (restore on use); they are listed with
+    # every cycle, one more DescribeImages (per 1000) per repository
 
 
 class Pruner:
@@ -223,7 +319,9 @@ class Pruner:
         When `stop` is set the cycle ends early: an in-flight delete call finishes, no other
         starts, and the report says what was done and that the cycle was stopped.
         """
-        report = CycleReport(started_at=now, dry_run=self._options.dry_run)
+        report = CycleReport(
+            started_at=now, dry_run=self._options.dry_run, disposal=self._options.disposal.name
+        )
         refusal = gate()
         if refusal is not None:
             report.refused = refusal
@@ -336,12 +434,16 @@ class Pruner:
                     "repository %s failed", repository.name, extra={"repository": repository.name}
                 )
         report.finished = True
-        _log_repository(report, dry_run=self._options.dry_run)
+        _log_repository(report, dry_run=self._options.dry_run, disposal=self._options.disposal)
 
     async def _prune(
         self, repository: Repository, report: RepositoryReport, now: datetime, gate: Gate
     ) -> None:
         images = await with_children_of(self._ecr, repository, await self._ecr.images(repository))
+        catalog = self._options.catalog
+        if catalog is not None:  # archive mode: what restore on use may have to bring back
+            archived = await self._ecr.images(repository, archived=True)
+            catalog.listed(repository, await with_children_of(self._ecr, repository, archived))
         rules = self._options.rules_for(repository.name)
         the_plan = plan(images, repository=repository.id, in_use=self._in_use, rules=rules, now=now)
         report.listed = True
@@ -374,14 +476,16 @@ class Pruner:
         seen = self._announced.get(repository.name, frozenset())
         doomed = [d for wave in the_plan.delete_waves for d in wave]
         by_digest = {d.image.digest: d for d in the_plan.deletions}
-        for batch in chunks(doomed, ID_BATCH):  # as the real run would send them
+        disposal = self._options.disposal
+        verb = f"would {disposal.name}"
+        for batch in chunks(doomed, disposal.batch):  # as the real run would send them
             decisions = [by_digest[d] for d in batch]
             fresh = [d for d in decisions if d.image.digest not in seen]
             again = [d for d in decisions if d.image.digest in seen]
             if fresh:
-                _log_batch("would delete", repository, fresh, dry_run=True)
+                _log_batch(verb, repository, fresh, dry_run=True)
             if again and log.isEnabledFor(logging.DEBUG):
-                _log_batch("would delete", repository, again, dry_run=True, level=logging.DEBUG)
+                _log_batch(verb, repository, again, dry_run=True, level=logging.DEBUG)
             for decision in decisions:
                 self._record(report, decision)
         unchanged = sum(1 for d in doomed if d in seen)
@@ -405,7 +509,7 @@ class Pruner:
         pending = len(by_digest)
         try:
             for wave in the_plan.delete_waves:
-                for batch in chunks(wave, ID_BATCH):
+                for batch in chunks(wave, self._options.disposal.batch):
                     sent = await self._send(
                         repository,
                         batch,
@@ -422,7 +526,8 @@ class Pruner:
                             ErrorRecord(
                                 PRUNE,
                                 STOPPED,
-                                f"stopped before deleting {pending} image(s): {report.stopped_by}",
+                                f"stopped before {_DOING[self._options.disposal.name]} "
+                                f"{pending} image(s): {report.stopped_by}",
                             )
                         )
                         log.warning(
@@ -474,6 +579,7 @@ class Pruner:
         a rollback to start using an image, or for this replica to lose the Lease.
         """
         retry = self._options.delete_retry
+        disposal = self._options.disposal
         waited = 0.0
         announced: set[Digest] = set()
         attempt = 0
@@ -500,13 +606,13 @@ class Pruner:
                 return True
             if any(d not in announced for d in todo):
                 fresh = [by_digest[d] for d in todo if d not in announced]
-                _log_batch("deleting", repository, fresh, dry_run=False)
+                _log_batch(_DOING[disposal.name], repository, fresh, dry_run=False)
             announced.update(todo)
             try:
                 # a delete call in flight finishes (bounded) even when shutdown cancels the
                 # cycle: then we know what it did
                 with anyio.CancelScope(shield=True), anyio.fail_after(self._options.delete_timeout):
-                    outcome = await self._ecr.delete(repository, todo)
+                    outcome = await disposal.dispose(self._ecr, repository, todo)
             except EcrError as exc:
                 attempt += 1
                 delay = retry.delay(attempt)
@@ -514,9 +620,10 @@ class Pruner:
                     raise
                 waited += delay
                 log.warning(
-                    "repository %s: BatchDeleteImage of %d image(s) failed (%s: %s); "
+                    "repository %s: %s of %d image(s) failed (%s: %s); "
                     "attempt %d of %d, checking the batch again and retrying in %.2fs",
                     repository.name,
+                    disposal.operation,
                     len(todo),
                     exc.code,
                     exc.message,
@@ -529,6 +636,10 @@ class Pruner:
                 continue
             gone.record(outcome)
             self._record_outcome(repository, outcome, by_digest, report)
+            catalog = self._options.catalog
+            if catalog is not None and disposal.name == ARCHIVE.name:
+                for digest in outcome.deleted:
+                    catalog.archived(repository, by_digest[digest].image)
             return True
 
     async def _caught_up(self, repository: Repository) -> str | None:
@@ -678,14 +789,15 @@ def _log_batch(
     )
 
 
-def _log_repository(report: RepositoryReport, *, dry_run: bool) -> None:
+def _log_repository(report: RepositoryReport, *, dry_run: bool, disposal: Disposal) -> None:
+    done = _DONE.get(disposal.name, disposal.name)
     log.info(
         "repository %s: %d images before, %d after, %d %s, %d protected, %d failed, %d errors",
         report.name,
         report.images_before,
         report.images_after,
         report.deleted_count,
-        "would be deleted" if dry_run else "deleted",
+        f"would be {done}" if dry_run else done,
         sum(report.protected.values()),
         len(report.failed),
         len(report.errors),

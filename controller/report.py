@@ -39,7 +39,8 @@ def human_bytes(count: float) -> str:
 
 
 def to_table(report: CycleReport) -> str:
-    verb = "WOULD-DELETE" if report.dry_run else "DELETED"
+    done = "archived" if report.disposal == "archive" else "deleted"
+    verb = f"WOULD-{report.disposal.upper()}" if report.dry_run else done.upper()
     lines = [
         f"cycle at {report.started_at.isoformat()}"
         + (" (dry-run: nothing was deleted)" if report.dry_run else ""),
@@ -96,10 +97,13 @@ def to_table(report: CycleReport) -> str:
         lines.append(f"error: {error}")
     for warning in report.warnings:
         lines.append(f"warning: {warning}")
+    if report.disposal == "archive":
+        size = f"{'would move' if report.dry_run else 'moved'} to the archive storage class"
+    else:
+        size = "reclaimable" if report.dry_run else "reclaimed"
     lines.append(
-        f"total: {report.deleted} image(s) {'would be ' if report.dry_run else ''}deleted, "
-        f"{human_bytes(report.bytes_reclaimed)} "
-        f"{'reclaimable' if report.dry_run else 'reclaimed'}"
+        f"total: {report.deleted} image(s) {'would be ' if report.dry_run else ''}{done}, "
+        f"{human_bytes(report.bytes_reclaimed)} {size}"
     )
     return "\n".join(lines)
 

@@ -423,6 +423,9 @@ class Settings:
     # namespaces whose usage protects images; empty = ALL namespaces (the safe default)
     dry_run: bool = True
     # log what would be deleted and delete nothing
+    disposal: Literal["delete", "archive"] = "delete"
+    # what happens to the images the policy lets go: deleted, or moved to ECR's archive storage
+    # class (restored at once when they come into use)
     concurrency: int = DEFAULT_CONCURRENCY
     # at most this many ECR repositories are processed at once
     once: bool = False
@@ -497,6 +500,7 @@ class Settings:
             "in_cluster": self.in_cluster,
             "namespaces": list(self.namespaces) or "ALL",
             "dry_run": self.dry_run,
+            "disposal": self.disposal,
             "concurrency": self.concurrency,
             "once": self.once,
             "output": self.output,

@@ -104,6 +104,7 @@ FLAG_CASES = (
     Case("--keep-pulled-within", "d7", "bad duration", "--keep-pulled-within: expected a positive"),
     Case("--max-deletions-per-cycle", "0", "out of range", "--max-deletions-per-cycle: expected"),
     Case("--max-deletions-per-cycle", "all", "wrong type", "--max-deletions-per-cycle: expected"),
+    Case("--disposal", "shred", "unknown value", "--disposal: expected one of delete, archive"),
     Case(
         "--delete-orphaned-artifacts",
         "sometimes",

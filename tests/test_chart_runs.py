@@ -285,7 +285,9 @@ def test_the_all_features_deployment_prunes_two_clusters_safely(
     world: World, tmp_path: Path, started: list[subprocess.Popen[str]]
 ) -> None:
     port = free_port()
-    r = render({"metrics": {"port": port}}, files=[ALL_FEATURES])
+    # disposal delete: this world is moto's, which models no storage class (the archive mode
+    # runs against the ECR simulator, in tests/test_archive.py)
+    r = render({"metrics": {"port": port}, "disposal": "delete"}, files=[ALL_FEATURES])
     features = yaml.safe_load(ALL_FEATURES.read_text())
     # a second cluster: staging runs an old shop/api build that production does not use
     with ThreadedKubeSimulator(token="staging-token") as staging:

@@ -499,6 +499,7 @@ ENV_CASES: list[tuple[str, str, Callable[[Settings], object], object]] = [
     ("ECR_CLEANUP_CONCURRENCY", "3", lambda s: s.concurrency, 3),
     ("ECR_CLEANUP_ONCE", "true", lambda s: s.once, True),
     ("ECR_CLEANUP_OUTPUT", "json", lambda s: s.output, "json"),
+    ("ECR_CLEANUP_DISPOSAL", "archive", lambda s: s.disposal, "archive"),
     ("ECR_CLEANUP_IN_CLUSTER", "1", lambda s: s.in_cluster, True),
     ("ECR_CLEANUP_ALLOW_EMPTY", "T", lambda s: s.allow_empty, True),
     ("ECR_CLEANUP_ALLOW_EMPTY_CLUSTERS", "staging", lambda s: s.allow_empty_clusters, ("staging",)),

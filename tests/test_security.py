@@ -130,7 +130,7 @@ def readme_policies() -> dict[str, set[str]]:
     section = section[: section.index("\n## ", 5)]
     policies: dict[str, set[str]] = {}
     for match in re.finditer(
-        r"\*\*(dry-run|deleting)\*\*(?:(?!```).)*```json\n(.*?)```", section, re.S
+        r"\*\*(dry-run|deleting|archiving)\*\*(?:(?!```).)*```json\n(.*?)```", section, re.S
     ):
         document = json.loads(match.group(2))
         actions = {a for s in document["Statement"] for a in s["Action"]}
@@ -148,11 +148,24 @@ def test_the_readme_policy_per_mode_equals_the_ecr_operations_the_code_calls(
     simulators: Simulators,
 ) -> None:
     called: dict[str, set[str]] = {}
-    for mode, flag in (("dry-run", "--dry-run=true"), ("deleting", "--dry-run=false")):
-        simulators.ecr.reset_calls()
+    modes = (
+        ("dry-run", ["--dry-run=true"]),
+        ("deleting", ["--dry-run=false"]),
+        ("archiving", ["--dry-run=false", "--disposal=archive"]),
+    )
+    simulators.ecr.checkpoint()
+    for mode, flags in modes:
+        simulators.ecr.rollback()  # each mode starts from the same registry (and no calls)
         for repos in ("app,multi", "*"):  # by name, and every repository (the listing path)
             result = subprocess.run(
-                [sys.executable, "-m", "controller", *base_args(simulators, repos), flag, "--once"],
+                [
+                    sys.executable,
+                    "-m",
+                    "controller",
+                    *base_args(simulators, repos),
+                    *flags,
+                    "--once",
+                ],
                 env=env_for(simulators.ecr),
                 capture_output=True,
                 text=True,
@@ -167,8 +180,10 @@ def test_the_readme_policy_per_mode_equals_the_ecr_operations_the_code_calls(
         "ecr:BatchGetImage",
     }
     assert called["deleting"] == called["dry-run"] | {"ecr:BatchDeleteImage"}
+    # archive mode moves images (and restores them on use: the same action) and deletes none
+    assert called["archiving"] == called["dry-run"] | {"ecr:UpdateImageStorageClass"}
     # no operation in the code that these runs did not exercise
-    assert {f"ecr:{op}" for op in operations_in_code()} == called["deleting"]
+    assert {f"ecr:{op}" for op in operations_in_code()} == called["deleting"] | called["archiving"]
     assert readme_policies() == called
 
 

@@ -75,6 +75,7 @@ file, the Lease namespace, the listen address) are in "kube-ecr-cleanup-controll
 repos: repos
 excludeRepos: exclude-repos
 dryRun: dry-run
+disposal: disposal
 maxImages: max-images
 keepTags: keep-tags
 keepFilters: keep-filters
