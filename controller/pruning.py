@@ -211,6 +211,16 @@ class Disposal(Protocol):
         """Images per call."""
         ...
 
+    @property
+    def doing(self) -> str:
+        """The log's verb for a call: "deleting"."""
+        ...
+
+    @property
+    def done(self) -> str:
+        """The report's word for what was done: "deleted"."""
+        ...
+
     async def dispose(
         self, ecr: EcrPort, repository: Repository, digests: Sequence[Digest]
     ) -> DeleteOutcome:
@@ -225,6 +235,8 @@ class Delete:
     name: str = "delete"
     operation: str = "BatchDeleteImage"
     batch: int = ID_BATCH
+    doing: str = "deleting"
+    done: str = "deleted"
 
     async def dispose(
         self, ecr: EcrPort, repository: Repository, digests: Sequence[Digest]
@@ -240,6 +252,8 @@ class Archive:
     name: str = "archive"
     operation: str = "UpdateImageStorageClass"
     batch: int = 1
+    doing: str = "archiving"
+    done: str = "archived"
 
     async def dispose(
         self, ecr: EcrPort, repository: Repository, digests: Sequence[Digest]
@@ -250,8 +264,8 @@ class Archive:
 
 DELETE: Final = Delete()
 ARCHIVE: Final = Archive()
-_DOING = {"delete": "deleting", "archive": "archiving"}
-_DONE = {"delete": "deleted", "archive": "archived"}
+DISPOSALS: Final = {d.name: d for d in (DELETE, ARCHIVE)}
+"""Each disposal by its name (CycleReport.disposal)."""
 
 
 class Catalog(Protocol):
@@ -526,7 +540,7 @@ class Pruner:
                             ErrorRecord(
                                 PRUNE,
                                 STOPPED,
-                                f"stopped before {_DOING[self._options.disposal.name]} "
+                                f"stopped before {self._options.disposal.doing} "
                                 f"{pending} image(s): {report.stopped_by}",
                             )
                         )
@@ -606,7 +620,7 @@ class Pruner:
                 return True
             if any(d not in announced for d in todo):
                 fresh = [by_digest[d] for d in todo if d not in announced]
-                _log_batch(_DOING[disposal.name], repository, fresh, dry_run=False)
+                _log_batch(disposal.doing, repository, fresh, dry_run=False)
             announced.update(todo)
             try:
                 # a delete call in flight finishes (bounded) even when shutdown cancels the
@@ -790,7 +804,7 @@ def _log_batch(
 
 
 def _log_repository(report: RepositoryReport, *, dry_run: bool, disposal: Disposal) -> None:
-    done = _DONE.get(disposal.name, disposal.name)
+    done = disposal.done
     log.info(
         "repository %s: %d images before, %d after, %d %s, %d protected, %d failed, %d errors",
         report.name,

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import orjson
 
-from controller.pruning import CycleReport, ErrorRecord, RepositoryReport
+from controller.pruning import DISPOSALS, CycleReport, ErrorRecord, RepositoryReport
 
 
 def to_json(report: CycleReport) -> str:
@@ -39,7 +39,7 @@ def human_bytes(count: float) -> str:
 
 
 def to_table(report: CycleReport) -> str:
-    done = "archived" if report.disposal == "archive" else "deleted"
+    done = DISPOSALS[report.disposal].done
     verb = f"WOULD-{report.disposal.upper()}" if report.dry_run else done.upper()
     lines = [
         f"cycle at {report.started_at.isoformat()}"

@@ -34,20 +34,10 @@ from sandbox.moto import CREDENTIALS
 from sandbox.ports import free_port
 from tests.digests import digest as dg
 from tests.fake_ecr import REGISTRY, FakeEcr
+from tests.test_artifacts import NOW, img
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 PODS = SourceKey("test", "pods")
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
-
-
-def img(n: int, *tags: str, days: float | None = None, subject: int | None = None) -> Image:
-    return Image(
-        digest=dg(n),
-        pushed_at=NOW - timedelta(days=n if days is None else days),
-        tags=tags,
-        size_bytes=100,
-        subject=None if subject is None else dg(subject),
-    )
 
 
 class Catalog:
