@@ -21,6 +21,7 @@ from controller import __version__
 from controller.logs import configure_logging
 from controller.policy import Rules
 from controller.settings import (
+    ARCHIVE_MINIMUM,
     RULE_KNOBS,
     WORKLOAD_KINDS,
     ConfigError,
@@ -954,6 +955,19 @@ def safety_warnings(settings: Settings) -> list[str]:
         warnings.append(
             "--disposal=archive with --once: images are archived, but nothing restores one that "
             "comes into use before the service runs (restore on use is a service feature)"
+        )
+    short = sorted(
+        {
+            format_duration(rules.delete_archived_after)
+            for rules in (settings.rules, *(o.rules for o in settings.overrides))
+            if rules.delete_archived_after is not None
+            and rules.delete_archived_after < ARCHIVE_MINIMUM
+        }
+    )
+    if short:
+        warnings.append(
+            f"--delete-archived-after {', '.join(short)} is under 90 days: ECR bills an archived "
+            "image for 90 days of archive storage even when it is deleted sooner"
         )
     if settings.namespaces:
         warnings.append(

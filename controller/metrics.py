@@ -156,6 +156,18 @@ class Metrics:
             "Images moved to ECR's archive storage class (--disposal=archive), per repository.",
             repo,
         )
+        self._expired = counter(
+            "archived_images_deleted_total",
+            "Archived images deleted because they were archived longer ago than "
+            "--delete-archived-after, per repository.",
+            repo,
+        )
+        self._repository_archived = gauge(
+            "repository_archived_images",
+            "Images in ECR's archive storage class after the last cycle, per repository (only "
+            "where --delete-archived-after applies: the archive is listed for it).",
+            repo,
+        )
         self._restores = counter(
             "restores_requested_total",
             "Archived images asked back to the standard storage class because they came into "
@@ -281,10 +293,14 @@ class Metrics:
         elif not dry_run:
             self._deleted.labels(name).inc(report.deleted_count)
             self._reclaimed.labels(name).inc(deleted_bytes)
-        self._vetoed.labels(name).inc(report.vetoed)
-        self._already_gone.labels(name).inc(report.already_gone)
-        for failure in report.failed:
-            self._delete_failures.labels(name, failure.code).inc()
+        expired = report.expired
+        if expired is not None and not dry_run:
+            self._expired.labels(name).inc(expired.deleted_count)
+        for part in (report,) if expired is None else (report, expired):
+            self._vetoed.labels(name).inc(part.vetoed)
+            self._already_gone.labels(name).inc(part.already_gone)
+            for failure in part.failed:
+                self._delete_failures.labels(name, failure.code).inc()
         for error in report.errors:
             self._errors.labels(name, error.operation, error.code).inc()
         if not gauges or not report.listed:
@@ -303,6 +319,11 @@ class Metrics:
         self._would_delete.labels(name).set(report.deleted_count if dry_run else 0)
         self._would_reclaim.labels(name).set(deleted_bytes if dry_run else 0)
         self._held_back.labels(name).set(report.held_back)
+        if expired is not None:
+            archive = expired.images_before if dry_run else expired.images_after
+            self._repository_archived.labels(name).set(archive)
+        else:
+            self._repository_archived.remove(name)
         for stale in self._protected_reasons.get(name, set()) - set(report.protected):
             self._protected.remove(name, stale)
         for reason, count in report.protected.items():
@@ -315,7 +336,7 @@ class Metrics:
             return
         self._counted.add(repository)
         counters = (self._deleted, self._reclaimed, self._vetoed, self._already_gone)
-        for metric in (*counters, self._archived, self._restores):
+        for metric in (*counters, self._archived, self._expired, self._restores):
             metric.labels(repository)
         self._errors.labels(repository, "", "")
         self._delete_failures.labels(repository, "")
@@ -330,6 +351,7 @@ class Metrics:
             self._held_back,
             self._would_delete,
             self._would_reclaim,
+            self._repository_archived,
         )
         for metric in gauges:
             metric.remove(repository)  # a label set never set is ignored

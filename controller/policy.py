@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
@@ -46,6 +46,9 @@ class Rules:
     delete_orphaned_artifacts: bool = False
     # delete an attached artifact whose subject is in none of the repository's images (off:
     # signatures may be stored apart from their images, cosign's COSIGN_REPOSITORY)
+    delete_archived_after: timedelta | None = None
+    # delete the archived images (ARCHIVE storage class) whose lastArchivedAt is older than
+    # this, unless in use (`expiry`); None: archived images are never deleted
 
 
 class Action(StrEnum):
@@ -76,6 +79,10 @@ class Reason(StrEnum):
     # a signature, attestation or SBOM whose subject is kept, or in use
     SUBJECT_ELSEWHERE = "subject-not-here"
     # an attached artifact whose subject is not in this repository: left alone
+    ARCHIVED_RECENTLY = "archived-recently"
+    # an archived image whose lastArchivedAt is within --delete-archived-after (or unknown)
+    ACTIVE = "active"
+    # (expiry only) an image in the standard storage class: expiry deletes archived ones only
     # -- not protected: kept only because the repository is within its budget
     WITHIN_COUNT = "within-count"
     # among the newest `max-images`
@@ -90,6 +97,8 @@ class Reason(StrEnum):
     # an attached artifact whose subjects are all deleted in this cycle: it goes after them
     ORPHANED_ARTIFACT = "orphaned-artifact"
     # an attached artifact whose subject is not in the repository (--delete-orphaned-artifacts)
+    ARCHIVE_EXPIRED = "archive-expired"
+    # an archived image whose lastArchivedAt is older than --delete-archived-after
 
 
 PROTECTING = frozenset(
@@ -104,6 +113,8 @@ PROTECTING = frozenset(
         Reason.INDEX_PARENT,
         Reason.ARTIFACT_OF_KEPT,
         Reason.SUBJECT_ELSEWHERE,
+        Reason.ARCHIVED_RECENTLY,
+        Reason.ACTIVE,
     }
 )
 
@@ -387,6 +398,86 @@ def plan(
         after,
         frozenset(artifacts),
     )
+
+
+_EXPIRY_REASONS: Mapping[Reason, Reason] = {
+    Reason.YOUNG: Reason.ARCHIVED_RECENTLY,
+    Reason.OVER_COUNT: Reason.ARCHIVE_EXPIRED,
+}
+"""What `plan`'s reasons mean for an archived image when its age is its time in the archive."""
+
+
+def expiry(
+    archived: Iterable[Image],
+    active: Iterable[Image],
+    *,
+    repository: RepositoryId,
+    in_use: InUse,
+    rules: Rules,
+    now: datetime,
+) -> Plan:
+    """Which archived images `rules.delete_archived_after` deletes, and why the others stay.
+
+    It is `plan` over the whole repository with an image's age counted from its
+    `archived_at` (lastArchivedAt), no count limit, and every ACTIVE image protected: so an
+    archived image goes once it has been archived longer than the window, unless it is in use
+    (by digest or by a tag), carries a keep tag or filter, was pulled within
+    --keep-pulled-within, or is linked to a kept image: an index goes with its children, a
+    child of a kept (or active) index stays, a signature goes after its subject. An image
+    whose `archived_at` is unknown counts as archived now. `max_deletions_per_cycle` caps it
+    as it caps `plan`. The decisions are the archived images' only; a plan with no
+    `delete_archived_after` keeps them all."""
+    originals = {image.digest: image for image in archived}
+    window = rules.delete_archived_after
+    if window is None or not originals:
+        return Plan(
+            tuple(
+                Decision(image, Action.KEEP, Reason.ARCHIVED_RECENTLY, "no --delete-archived-after")
+                for image in originals.values()
+            ),
+            (),
+        )
+    standard = {image.digest: image for image in active if image.digest not in originals}
+    aged = [replace(image, pushed_at=image.archived_at or now) for image in originals.values()]
+    whole = plan(
+        [*aged, *standard.values()],
+        repository=repository,
+        in_use=_AlsoInUse(in_use, frozenset(standard)),
+        rules=replace(rules, max_images=0, keep_younger_than=window),
+        now=now,
+    )
+    decisions = tuple(
+        Decision(
+            originals[d.image.digest], d.action, _EXPIRY_REASONS.get(d.reason, d.reason), d.detail
+        )
+        for d in whole.decisions
+        if d.image.digest in originals
+    )
+    return Plan(
+        decisions,
+        whole.delete_waves,
+        whole.groups,
+        whole.after,
+        whole.artifacts & frozenset(originals),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _AlsoInUse:
+    """The in-use view with the ACTIVE images added, for `expiry`: they must stay, and what
+    links to them (a child of an active index) stays with them."""
+
+    view: InUse
+    active: frozenset[Digest]
+
+    def digest_in_use(self, digest: Digest) -> bool:
+        return digest in self.active or self.view.digest_in_use(digest)
+
+    def tag_in_use(self, repository: RepositoryId, tag: str) -> bool:
+        return self.view.tag_in_use(repository, tag)
+
+    def tags_in(self, repository: RepositoryId) -> Container[str]:
+        return self.view.tags_in(repository)
 
 
 def _artifacts(by_digest: Mapping[Digest, Image]) -> dict[Digest, frozenset[Digest]]:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Final, Protocol
 
@@ -41,10 +41,11 @@ from controller.policy import (
     Plan,
     Reason,
     Rules,
+    expiry,
     in_use_reason,
     plan,
 )
-from controller.settings import RepositorySelection, is_glob
+from controller.settings import RepositorySelection, format_duration, is_glob
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +139,13 @@ class RepositoryReport:
     # bytes in the repository before the cycle
     stopped_by: str | None = None
     # why the trust gate stopped its deletions (view untrusted, leadership lost, shutdown)
+    expired: RepositoryReport | None = None
+    # with --delete-archived-after: the archived images, and those it deleted (their counts
+    # are the archive's, never the active images' above)
 
     @property
     def ok(self) -> bool:
-        return not self.errors and not self.failed
+        return not self.errors and not self.failed and (self.expired is None or self.expired.ok)
 
     @property
     def stopped(self) -> bool:
@@ -182,6 +186,11 @@ class CycleReport:
     @property
     def deleted(self) -> int:
         return sum(r.deleted_count for r in self.repositories)
+
+    @property
+    def expired(self) -> int:
+        """Archived images deleted by --delete-archived-after (or that would be)."""
+        return sum(r.expired.deleted_count for r in self.repositories if r.expired is not None)
 
     @property
     def bytes_reclaimed(self) -> int:
@@ -455,10 +464,14 @@ class Pruner:
     ) -> None:
         images = await with_children_of(self._ecr, repository, await self._ecr.images(repository))
         catalog = self._options.catalog
-        if catalog is not None:  # archive mode: what restore on use may have to bring back
-            archived = await self._ecr.images(repository, archived=True)
-            catalog.listed(repository, await with_children_of(self._ecr, repository, archived))
         rules = self._options.rules_for(repository.name)
+        archived: list[Image] | None = None
+        if catalog is not None or rules.delete_archived_after is not None:
+            # archive mode: what restore on use may have to bring back; expiry: what may go
+            listed = await self._ecr.images(repository, archived=True)
+            archived = await with_children_of(self._ecr, repository, listed)
+            if catalog is not None:
+                catalog.listed(repository, archived)
         the_plan = plan(images, repository=repository.id, in_use=self._in_use, rules=rules, now=now)
         report.listed = True
         report.images_before = report.images_after = len(the_plan.decisions)
@@ -479,18 +492,78 @@ class Pruner:
                     decision.detail,
                     extra={"repository": repository.name, "reason": decision.reason.value},
                 )
+        disposal = self._options.disposal
         if self._options.dry_run:
-            self._dry_run(repository, the_plan, report)
+            self._dry_run(repository, the_plan, report, disposal)
         else:
-            await self._execute(repository, the_plan, report, gate)
+            await self._execute(repository, the_plan, report, gate, disposal)
+        if archived is not None and rules.delete_archived_after is not None:
+            await self._expire(repository, archived, images, report, rules, now, gate)
 
-    def _dry_run(self, repository: Repository, the_plan: Plan, report: RepositoryReport) -> None:
+    async def _expire(
+        self,
+        repository: Repository,
+        archived: Sequence[Image],
+        active: Sequence[Image],
+        report: RepositoryReport,
+        rules: Rules,
+        now: datetime,
+        gate: Gate,
+    ) -> None:
+        """--delete-archived-after: delete the archived images `policy.expiry` lets go, with
+        the same gate, catch-up wait, in-use veto and retries as any deletion, after the
+        cycle's own deletions or archiving (which share --max-deletions-per-cycle with it)."""
+        cap = rules.max_deletions_per_cycle
+        if cap is not None:
+            rules = replace(rules, max_deletions_per_cycle=max(cap - report.deleted_count, 0))
+        the_plan = expiry(
+            archived, active, repository=repository.id, in_use=self._in_use, rules=rules, now=now
+        )
+        expired = report.expired = RepositoryReport(repository.name, listed=True)
+        expired.images_before = expired.images_after = len(the_plan.decisions)
+        expired.bytes_total = sum(d.image.size_bytes for d in the_plan.decisions)
+        expired.protected = {r: n for r, n in the_plan.count_by_reason().items() if r in PROTECTING}
+        expired.held_back = the_plan.count_by_reason().get(Reason.DELETION_CAP, 0)
+        if self._options.dry_run:
+            self._dry_run(
+                repository, the_plan, expired, DELETE, seen_as=f"{repository.name} archived"
+            )
+        else:
+            try:
+                await self._execute(repository, the_plan, expired, gate, DELETE)
+            finally:
+                report.stopped_by = report.stopped_by or expired.stopped_by
+                report.errors.extend(expired.errors)
+                expired.errors.clear()
+        expired.finished = True
+        if expired.deleted_count or expired.failed or log.isEnabledFor(logging.DEBUG):
+            log.info(
+                "repository %s: %d archived image(s), %d %s (archived over %s ago), %d failed",
+                repository.name,
+                expired.images_before,
+                expired.deleted_count,
+                "would be deleted" if self._options.dry_run else "deleted",
+                format_duration(rules.delete_archived_after or timedelta()),
+                len(expired.failed),
+                extra={"repository": repository.name, "expired": expired.deleted_count},
+            )
+
+    def _dry_run(
+        self,
+        repository: Repository,
+        the_plan: Plan,
+        report: RepositoryReport,
+        disposal: Disposal,
+        *,
+        seen_as: str | None = None,
+    ) -> None:
         """Report the plan's deletions without a call. Logged at INFO the first time each
-        would-be deletion appears, at DEBUG on later cycles while the plan stays the same."""
-        seen = self._announced.get(repository.name, frozenset())
+        would-be deletion appears, at DEBUG on later cycles while the plan stays the same
+        (remembered per repository, or per `seen_as` for the archive's expiry)."""
+        key = seen_as or repository.name
+        seen = self._announced.get(key, frozenset())
         doomed = [d for wave in the_plan.delete_waves for d in wave]
         by_digest = {d.image.digest: d for d in the_plan.deletions}
-        disposal = self._options.disposal
         verb = f"would {disposal.name}"
         for batch in chunks(doomed, disposal.batch):  # as the real run would send them
             decisions = [by_digest[d] for d in batch]
@@ -511,10 +584,15 @@ class Pruner:
                 unchanged,
                 extra={"repository": repository.name},
             )
-        self._announced[repository.name] = frozenset(doomed)
+        self._announced[key] = frozenset(doomed)
 
     async def _execute(
-        self, repository: Repository, the_plan: Plan, report: RepositoryReport, gate: Gate
+        self,
+        repository: Repository,
+        the_plan: Plan,
+        report: RepositoryReport,
+        gate: Gate,
+        disposal: Disposal,
     ) -> None:
         by_digest = {d.image.digest: d for d in the_plan.deletions}
         groups = the_plan.groups
@@ -523,13 +601,14 @@ class Pruner:
         pending = len(by_digest)
         try:
             for wave in the_plan.delete_waves:
-                for batch in chunks(wave, self._options.disposal.batch):
+                for batch in chunks(wave, disposal.batch):
                     sent = await self._send(
                         repository,
                         batch,
                         by_digest,
                         report,
                         gate,
+                        disposal,
                         groups=groups,
                         vetoed=vetoed,
                         gone=gone,
@@ -540,7 +619,7 @@ class Pruner:
                             ErrorRecord(
                                 PRUNE,
                                 STOPPED,
-                                f"stopped before {self._options.disposal.doing} "
+                                f"stopped before {disposal.doing} "
                                 f"{pending} image(s): {report.stopped_by}",
                             )
                         )
@@ -581,6 +660,7 @@ class Pruner:
         by_digest: Mapping[Digest, Decision],
         report: RepositoryReport,
         gate: Gate,
+        disposal: Disposal,
         *,
         groups: Mapping[Digest, frozenset[Digest]],
         vetoed: set[Digest],
@@ -593,7 +673,6 @@ class Pruner:
         a rollback to start using an image, or for this replica to lose the Lease.
         """
         retry = self._options.delete_retry
-        disposal = self._options.disposal
         waited = 0.0
         announced: set[Digest] = set()
         attempt = 0

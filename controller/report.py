@@ -17,6 +17,7 @@ def to_json(report: CycleReport) -> str:
     `[operation, code]` of each, in the same order (the format the report has always had)."""
     document = orjson.loads(orjson.dumps(report, option=orjson.OPT_NON_STR_KEYS))
     document["ok"] = report.ok
+    document["expired"] = report.expired
     _flatten_errors(document, report.errors)
     for repository, repo_document in zip(
         report.repositories, document["repositories"], strict=True
@@ -93,6 +94,19 @@ def to_table(report: CycleReport) -> str:
             lines.append(f"{repo.name}: error: {error}")
         for failure in repo.failed:
             lines.append(f"{repo.name}: failed {failure.digest}: {failure.code} {failure.message}")
+        expired = repo.expired
+        if expired is not None:  # --delete-archived-after
+            lines.append(
+                f"{repo.name}: {expired.images_before} archived image(s), "
+                f"{expired.deleted_count} {'would be ' if report.dry_run else ''}deleted from "
+                f"the archive ({human_bytes(expired.bytes_reclaimed)}), "
+                f"{sum(expired.protected.values())} kept, {expired.held_back} held back"
+            )
+            for failure in expired.failed:
+                lines.append(
+                    f"{repo.name}: failed {failure.digest} (archived): "
+                    f"{failure.code} {failure.message}"
+                )
     for error in report.errors:
         lines.append(f"error: {error}")
     for warning in report.warnings:
@@ -104,6 +118,12 @@ def to_table(report: CycleReport) -> str:
     lines.append(
         f"total: {report.deleted} image(s) {'would be ' if report.dry_run else ''}{done}, "
         f"{human_bytes(report.bytes_reclaimed)} {size}"
+        + (
+            f"; {report.expired} archived image(s) {'would be ' if report.dry_run else ''}"
+            "deleted from the archive"
+            if any(r.expired is not None for r in report.repositories)
+            else ""
+        )
     )
     return "\n".join(lines)
 

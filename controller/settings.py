@@ -666,6 +666,10 @@ def _describe_as_is(value: object) -> object:
     return value
 
 
+ARCHIVE_MINIMUM = timedelta(days=90)
+"""ECR's minimum storage duration of an archived image: one deleted sooner is billed for 90
+days anyway (the ECR user guide, "Archiving an image")."""
+
 RULE_KNOBS: tuple[RuleKnob[Any], ...] = (
     # in the order of Rules' fields: describe_rules and the config keys follow it
     RuleKnob(
@@ -735,6 +739,18 @@ RULE_KNOBS: tuple[RuleKnob[Any], ...] = (
         "signatures may be stored apart from their images (cosign's COSIGN_REPOSITORY).",
         metavar="BOOL",
         kind="bool",
+    ),
+    RuleKnob(
+        name="delete-archived-after",
+        parse=parse_duration,
+        read=_optional(_config_duration),
+        describe=_describe_duration,
+        help="Delete the archived images (ECR's archive storage class: --disposal=archive, a "
+        "lifecycle policy or by hand) whose lastArchivedAt is older than this, e.g. 180d, "
+        "unless in use, kept by a keep tag or filter, or linked to a kept image. ECR bills 90 "
+        "days of archive storage however soon an archived image is deleted.",
+        metavar="DURATION",
+        unset="(never)",
     ),
 )
 _KNOBS_BY_NAME = {knob.name: knob for knob in RULE_KNOBS}

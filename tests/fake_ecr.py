@@ -68,7 +68,7 @@ class FakeEcr:
         self, repository: Repository, digests: Sequence[Digest]
     ) -> dict[Digest, tuple[Digest, ...]]:
         self.calls["BatchGetImage"] += 1
-        store = self.repos[repository.name]
+        store = {**self.archived.get(repository.name, {}), **self.repos[repository.name]}
         return {d: store[d].children for d in digests}
 
     async def delete(self, repository: Repository, digests: Sequence[Digest]) -> DeleteOutcome:
@@ -78,18 +78,22 @@ class FakeEcr:
         self.calls["BatchDeleteImage"] += 1
         self.batches.append((repository.name, tuple(digests)))
         store = self.repos[repository.name]
+        archive = self.archived.get(repository.name, {})
+        # BatchDeleteImage deletes an archived image as well as an active one
+        everything = [*store.values(), *archive.values()]
         deleted, gone, failed = [], [], []
         for digest in digests:
             if digest in self.delete_failures:
                 failed.append(Failure(digest, self.delete_failures[digest], "injected"))
-            elif digest not in store:
+            elif digest not in store and digest not in archive:
                 gone.append(digest)
-            elif any(digest in i.children for i in store.values()):
+            elif any(digest in i.children for i in everything):
                 failed.append(Failure(digest, "ImageReferencedByManifestList", "in an index"))
             else:
                 deleted.append(digest)
         for digest in deleted:
-            del store[digest]
+            store.pop(digest, None)
+            archive.pop(digest, None)
         return DeleteOutcome(tuple(deleted), tuple(gone), tuple(failed))
 
     async def archive(self, repository: Repository, digest: Digest) -> DeleteOutcome:

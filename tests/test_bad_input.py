@@ -101,6 +101,8 @@ FLAG_CASES = (
     Case("--keep-younger-than", "-1d", "out of range", "--keep-younger-than: expected a positive"),
     Case("--keep-younger-than", "1fortnight", "bad duration", "--keep-younger-than: expected a"),
     Case("--keep-pulled-within", "0s", "out of range", "--keep-pulled-within: expected a positive"),
+    Case("--delete-archived-after", "90", "bad duration", "--delete-archived-after: expected a"),
+    Case("--delete-archived-after", "0d", "out of range", "--delete-archived-after: expected a"),
     Case("--keep-pulled-within", "d7", "bad duration", "--keep-pulled-within: expected a positive"),
     Case("--max-deletions-per-cycle", "0", "out of range", "--max-deletions-per-cycle: expected"),
     Case("--max-deletions-per-cycle", "all", "wrong type", "--max-deletions-per-cycle: expected"),
@@ -222,6 +224,7 @@ CONFIG_CASES = (
     Case("keep-younger-than", ENTRY + "    keep-younger-than: 7\n", "bad duration", "repo"),
     Case("keep-younger-than", ENTRY + "    keep-younger-than: 7 days\n", "bad duration", "repo"),
     Case("keep-pulled-within", ENTRY + "    keep-pulled-within: 0s\n", "out of range", "repo"),
+    Case("delete-archived-after", ENTRY + "    delete-archived-after: 90\n", "bad duration", "r"),
     Case(
         "max-deletions-per-cycle", ENTRY + "    max-deletions-per-cycle: -1\n", "out of range", "r"
     ),

@@ -488,6 +488,12 @@ ENV_CASES: list[tuple[str, str, Callable[[Settings], object], object]] = [
     ("ECR_CLEANUP_KEEP_TAGS", "prod", lambda s: s.rules.keep_tags, {"prod"}),
     ("ECR_CLEANUP_KEEP_YOUNGER_THAN", "2w", lambda s: s.rules.keep_younger_than, timedelta(14)),
     ("ECR_CLEANUP_KEEP_PULLED_WITHIN", "1d", lambda s: s.rules.keep_pulled_within, timedelta(1)),
+    (
+        "ECR_CLEANUP_DELETE_ARCHIVED_AFTER",
+        "180d",
+        lambda s: s.rules.delete_archived_after,
+        timedelta(180),
+    ),
     ("ECR_CLEANUP_EXCLUDE_REPOS", "b", lambda s: s.repositories.exclude, ("b",)),
     ("ECR_CLEANUP_MAX_DELETIONS_PER_CYCLE", "9", lambda s: s.rules.max_deletions_per_cycle, 9),
     (

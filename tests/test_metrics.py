@@ -588,11 +588,17 @@ def populated() -> CollectorRegistry:
                 held_back=2,
                 failed=[FailedDeletion(dg(9), "ImageReferencedByManifestList", "x")],
                 errors=[ErrorRecord("BatchDeleteImage", "ServerException", "x")],
+                expired=RepositoryReport(
+                    "app", listed=True, images_before=3, images_after=1, deleted_count=2
+                ),
             )
         ),
         5.0,
     )
-    metrics.observe_cycle(cycle(repo("app", protected={"young": 1}), dry_run=True), 4.0)
+    archive = RepositoryReport("app", listed=True, images_before=3, images_after=3)
+    metrics.observe_cycle(
+        cycle(repo("app", protected={"young": 1}, expired=archive), dry_run=True), 4.0
+    )
     metrics.cycle_skipped(Blocked("not-leader", "held by pod-b"))
     metrics.set_leader(True)
     tracker, index = watched_view()

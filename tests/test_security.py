@@ -130,7 +130,9 @@ def readme_policies() -> dict[str, set[str]]:
     section = section[: section.index("\n## ", 5)]
     policies: dict[str, set[str]] = {}
     for match in re.finditer(
-        r"\*\*(dry-run|deleting|archiving)\*\*(?:(?!```).)*```json\n(.*?)```", section, re.S
+        r"\*\*(dry-run|deleting|archiving|expiring)\*\*(?:(?!```).)*```json\n(.*?)```",
+        section,
+        re.S,
     ):
         document = json.loads(match.group(2))
         actions = {a for s in document["Statement"] for a in s["Action"]}
@@ -152,11 +154,15 @@ def test_the_readme_policy_per_mode_equals_the_ecr_operations_the_code_calls(
         ("dry-run", ["--dry-run=true"]),
         ("deleting", ["--dry-run=false"]),
         ("archiving", ["--dry-run=false", "--disposal=archive"]),
+        # the second run finds what the first archived over a second ago, and deletes it
+        ("expiring", ["--dry-run=false", "--disposal=archive", "--delete-archived-after=1s"]),
     )
     simulators.ecr.checkpoint()
     for mode, flags in modes:
         simulators.ecr.rollback()  # each mode starts from the same registry (and no calls)
         for repos in ("app,multi", "*"):  # by name, and every repository (the listing path)
+            if mode == "expiring" and repos == "*":
+                time.sleep(1.1)  # the first run's archived images are over 1s old now
             result = subprocess.run(
                 [
                     sys.executable,
@@ -182,6 +188,8 @@ def test_the_readme_policy_per_mode_equals_the_ecr_operations_the_code_calls(
     assert called["deleting"] == called["dry-run"] | {"ecr:BatchDeleteImage"}
     # archive mode moves images (and restores them on use: the same action) and deletes none
     assert called["archiving"] == called["dry-run"] | {"ecr:UpdateImageStorageClass"}
+    # --delete-archived-after deletes from the archive: BatchDeleteImage again
+    assert called["expiring"] == called["archiving"] | {"ecr:BatchDeleteImage"}
     # no operation in the code that these runs did not exercise
     assert {f"ecr:{op}" for op in operations_in_code()} == called["deleting"] | called["archiving"]
     assert readme_policies() == called

@@ -516,6 +516,7 @@ def test_describe_is_plain_json() -> None:
         "keep_pulled_within": None,
         "max_deletions_per_cycle": None,
         "delete_orphaned_artifacts": False,
+        "delete_archived_after": None,
     }
     assert described["overrides"] == [
         {
@@ -527,6 +528,7 @@ def test_describe_is_plain_json() -> None:
             "keep_pulled_within": None,
             "max_deletions_per_cycle": None,
             "delete_orphaned_artifacts": False,
+            "delete_archived_after": None,
         }
     ]
     assert described["interval"] == "30m"

@@ -83,6 +83,7 @@ keepYoungerThan: keep-younger-than
 keepPulledWithin: keep-pulled-within
 maxDeletionsPerCycle: max-deletions-per-cycle
 deleteOrphanedArtifacts: delete-orphaned-artifacts
+deleteArchivedAfter: delete-archived-after
 interval: interval
 intervalJitter: interval-jitter
 concurrency: concurrency
@@ -179,7 +180,7 @@ controller's key spelling; `name` first, then the set keys (null kept: it turns 
 Values are written as JSON, which is YAML.
 */}}
 {{- define "kube-ecr-cleanup-controller.configFile" -}}
-{{- $keys := list (list "maxImages" "max-images") (list "keepTags" "keep-tags") (list "keepFilters" "keep-filters") (list "keepYoungerThan" "keep-younger-than") (list "keepPulledWithin" "keep-pulled-within") (list "maxDeletionsPerCycle" "max-deletions-per-cycle") (list "deleteOrphanedArtifacts" "delete-orphaned-artifacts") }}
+{{- $keys := list (list "maxImages" "max-images") (list "keepTags" "keep-tags") (list "keepFilters" "keep-filters") (list "keepYoungerThan" "keep-younger-than") (list "keepPulledWithin" "keep-pulled-within") (list "maxDeletionsPerCycle" "max-deletions-per-cycle") (list "deleteOrphanedArtifacts" "delete-orphaned-artifacts") (list "deleteArchivedAfter" "delete-archived-after") }}
 repositories:
 {{- range .Values.repositoryOverrides }}
   - name: {{ .name | toJson }}
