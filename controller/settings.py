@@ -293,6 +293,24 @@ def split_address(text: str, *, field: str = "address", ephemeral: bool = False)
 # The configuration values.
 
 
+_IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+"""The OCI distribution spec's tag grammar, which ECR enforces: a keep tag outside it can never
+match an image, so it would protect nothing."""
+
+
+def check_tag(tag: str, *, field: str) -> str:
+    """An image tag a repository can hold; anything else (a space from a space-separated list,
+    a `repo:tag`) is refused rather than silently protecting nothing."""
+    if not _IMAGE_TAG.fullmatch(tag):
+        hint = " (separate tags with commas)" if any(c.isspace() for c in tag) else ""
+        raise ConfigError(
+            field,
+            f"{tag!r} is not an image tag: letters, digits, '_', '.' and '-', at most 128, "
+            f"not starting with '.' or '-'{hint}",
+        )
+    return tag
+
+
 def check_glob(pattern: str, *, field: str) -> str:
     """A name or glob whose every `[` opens a closed character class (fnmatch would silently
     read `app/[a` as the literal name `app/[a`, which no repository has)."""
@@ -642,7 +660,8 @@ def _config_duration(value: object, *, at: str) -> timedelta:
 
 
 def _config_tags(value: object, *, at: str) -> frozenset[str]:
-    return frozenset(_config_strings(value, at=at))
+    tags = _config_strings(value, at=at)
+    return frozenset(check_tag(tag, field=f"{at}[{i}]") for i, tag in enumerate(tags))
 
 
 def _config_regexes(value: object, *, at: str) -> tuple[re.Pattern[str], ...]:
@@ -651,7 +670,7 @@ def _config_regexes(value: object, *, at: str) -> tuple[re.Pattern[str], ...]:
 
 
 def _parse_tags(text: str, *, field: str) -> frozenset[str]:
-    return frozenset(parse_list(text))
+    return frozenset(check_tag(tag, field=field) for tag in parse_list(text))
 
 
 def _describe_duration(value: timedelta | None) -> str | None:

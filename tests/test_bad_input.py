@@ -97,6 +97,10 @@ FLAG_CASES = (
     Case("-vmodule", "", "missing value", "-vmodule: expected one argument"),
     Case("-log_backtrace_at", "", "missing value", "-log_backtrace_at: expected one argument"),
     Case("--keep-tags", "", "missing value", "-keep-tags: expected one argument"),
+    Case(
+        "--keep-tags", "prod stable", "not a tag", "--keep-tags: 'prod stable' is not an image tag"
+    ),
+    Case("--keep-tags", "app:v1", "not a tag", "--keep-tags: 'app:v1' is not an image tag"),
     Case("--keep-younger-than", "7", "bad duration", "--keep-younger-than: expected a positive"),
     Case("--keep-younger-than", "-1d", "out of range", "--keep-younger-than: expected a positive"),
     Case("--keep-younger-than", "1fortnight", "bad duration", "--keep-younger-than: expected a"),
@@ -218,6 +222,9 @@ CONFIG_CASES = (
     Case("keep-tags", ENTRY + "    keep-tags: latest\n", "wrong type", "repositories[0].keep-tags"),
     Case(
         "keep-tags", ENTRY + "    keep-tags: [1.0]\n", "wrong type", "repositories[0].keep-tags[0]"
+    ),
+    Case(
+        "keep-tags", ENTRY + "    keep-tags: ['a b']\n", "not a tag", "repositories[0].keep-tags[0]"
     ),
     Case("keep-filters", ENTRY + "    keep-filters: ['(x']\n", "bad regex", "repositories[0].keep"),
     Case("keep-filters", ENTRY + "    keep-filters: '^v'\n", "wrong type", "repositories[0].keep"),
