@@ -1217,6 +1217,7 @@ class KubeSimulator:
         # Like kube-apiserver, items of a typed list carry no kind/apiVersion of their own (a
         # custom resource's list is unstructured: its items keep them); and like its watch
         # cache, each object is serialized once and the bytes reused by every list
+        typed = not rt.custom
         return b"".join(
             (
                 b'{"kind":',
@@ -1226,7 +1227,7 @@ class KubeSimulator:
                 b',"metadata":',
                 _dumps(metadata),
                 b',"items":[',
-                b",".join(self._item_bytes(obj, typed=not rt.custom) for obj in items),
+                b",".join(self._item_bytes(obj, typed=typed) for obj in items),
                 b"]}\n",
             )
         )

@@ -19,6 +19,8 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from controller.images import Digest
+from controller.resources import resolve
 from sandbox.kubesim import (
     JsonObj,
     KubeSimError,
@@ -27,6 +29,7 @@ from sandbox.kubesim import (
     ThreadedKubeSimulator,
     custom_object,
 )
+from tests.digests import digest
 from tests.test_kubesim import api_client, next_event, raw, read_json, read_until_eof
 
 SCALED_JOBS = ResourceType("scaledjobs", "ScaledJob", "keda.sh", "v1alpha1")
@@ -464,3 +467,37 @@ def test_the_threaded_simulator_installs_from_other_threads() -> None:
     assert names(body["items"]) == ["jobs/a"]
     assert "scaledjobs.keda.sh" in served
     assert removed == 1
+
+
+async def test_preset_entries_extract_what_the_simulator_lists(tmp_path: Path) -> None:
+    """The two halves meet: objects LISTed raw through CustomObjectsApi, read by a preset."""
+    host = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    async with (
+        KubeSimulator(custom_resources=[SCALED_JOBS, CLUSTER_TEMPLATES]) as sim,
+        api_client(tmp_path, sim) as api,
+    ):
+        sim.create("scaledjobs", scaled_job("a", "jobs", f"{host}/worker@{digest(1)}"))
+        sim.create("clusterworkflowtemplates", cluster_template("t", f"{host}/step@{digest(2)}"))
+        custom = client.CustomObjectsApi(api)
+        found: dict[str, list[frozenset[Digest]]] = {}
+        missing: set[str] = set()
+        for entry in resolve(["keda-scaledjobs", "argo-workflows"]):
+            resp = raw(
+                await custom.list_cluster_custom_object(
+                    entry.group, entry.version, entry.resource, _preload_content=False
+                )
+            )
+            body = await read_json(resp)
+            if resp.status == 404:  # not installed: the simulator has no such CRD
+                assert body["reason"] == "NotFound"
+                missing.add(entry.resource)
+                continue
+            found[entry.resource] = [
+                entry.extract(item).references.digests for item in body["items"]
+            ]
+
+    assert found == {
+        "scaledjobs": [{digest(1)}],
+        "clusterworkflowtemplates": [{digest(2)}],
+    }
+    assert missing == {"workflows", "cronworkflows", "workflowtemplates"}
