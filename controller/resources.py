@@ -304,6 +304,9 @@ def _describe(raw: Mapping[str, Any]) -> str:
 # - Argo Rollouts: the Rollout CRD in argoproj/argo-rollouts manifests/install.yaml
 #   (rollouts.argoproj.io, namespaced, spec.template is a pod template). A Rollout with
 #   spec.workloadRef points at a Deployment instead, which the deployments source watches.
+#   argoproj.github.io/argo-rollouts/analysis/job: a job metric's Job spec is at
+#   spec.metrics[*].provider.job.spec of an AnalysisTemplate (or of the cluster-scoped
+#   ClusterAnalysisTemplate), whose Jobs run only while a rollout is analysed.
 # - Tekton Pipelines: tekton.dev/docs/pipelines/tasks and mintlify.com/tektoncd/pipeline/api/v1
 #   (TaskSpec: steps, sidecars, stepTemplate; a Pipeline's tasks and finally are PipelineTasks
 #   whose taskSpec embeds a TaskSpec; TaskRun: spec.taskSpec, status.taskSpec; PipelineRun:
@@ -319,6 +322,8 @@ _ARGO_TEMPLATE: Final = (
     "containerSet.containers[*]",
 )
 # container paths of one Argo template
+_ANALYSIS_JOB: Final = "spec.metrics[*].provider.job.spec.template.spec"
+# the pod spec of an Argo Rollouts job metric
 _TEKTON_TASK_SPEC: Final = ("steps[*]", "sidecars[*]", "stepTemplate")
 # container paths of one Tekton TaskSpec
 
@@ -376,7 +381,12 @@ PRESETS: Final[Mapping[str, tuple[ResourceEntry, ...]]] = dict(
             f"{_ARGO}/workflowtemplates:" + _argo_workflow_spec("spec"),
             f"{_ARGO}/clusterworkflowtemplates:scope=cluster;" + _argo_workflow_spec("spec"),
         ),
-        _preset("argo-rollouts", f"{_ARGO}/rollouts:pod-spec=spec.template.spec"),
+        _preset(
+            "argo-rollouts",
+            f"{_ARGO}/rollouts:pod-spec=spec.template.spec",
+            f"{_ARGO}/analysistemplates:pod-spec={_ANALYSIS_JOB}",
+            f"{_ARGO}/clusteranalysistemplates:scope=cluster;pod-spec={_ANALYSIS_JOB}",
+        ),
         _preset(
             "tekton",
             f"{_TEKTON}/tasks:" + _tekton_task_spec("spec"),

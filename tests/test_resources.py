@@ -210,7 +210,11 @@ def test_presets_declare_the_documented_resources() -> None:
             (argo, "workflows", True),
             (argo, "workflowtemplates", True),
         ],
-        "argo-rollouts": [(argo, "rollouts", True)],
+        "argo-rollouts": [
+            (argo, "analysistemplates", True),
+            (argo, "clusteranalysistemplates", False),
+            (argo, "rollouts", True),
+        ],
         "tekton": [
             ("tekton.dev/v1", "pipelineruns", True),
             ("tekton.dev/v1", "pipelines", True),
@@ -234,6 +238,8 @@ def test_resolve_mixes_presets_and_entries_and_merges_a_resource_declared_twice(
     assert [e.qualified for e in entries] == [
         "scaledjobs.keda.sh",
         "rollouts.argoproj.io",
+        "analysistemplates.argoproj.io",
+        "clusteranalysistemplates.argoproj.io",
         "things.example.com",
     ]
     keda = entries[0]
@@ -277,6 +283,8 @@ def test_rbac_rules_list_and_watch_each_group_s_resources() -> None:
         {
             "apiGroups": ["argoproj.io"],
             "resources": [
+                "analysistemplates",
+                "clusteranalysistemplates",
                 "clusterworkflowtemplates",
                 "cronworkflows",
                 "rollouts",
@@ -422,6 +430,42 @@ def test_a_rollout_protects_its_pod_template() -> None:
     found = preset("argo-rollouts", "rollouts").extract(rollout)
     assert found.references == References(frozenset(), frozenset({tag("web", "blue")}))
     assert found.malformed == ("7",)  # a non-string image, as in a pod
+
+
+def test_an_analysis_template_protects_its_job_metrics() -> None:
+    analysis = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "smoke", "namespace": "prod", "uid": "u8"},
+        "spec": {
+            "args": [{"name": "service"}],
+            "metrics": [
+                {"name": "rate", "provider": {"prometheus": {"query": "up"}}},
+                {
+                    "name": "smoke",
+                    "provider": {
+                        "job": {
+                            "metadata": {"labels": {"foo": "bar"}},
+                            "spec": {
+                                "backoffLimit": 1,
+                                "template": {
+                                    "spec": {
+                                        "containers": [c("test", f"{HOST}/smoke:7")],
+                                        "restartPolicy": "Never",
+                                    }
+                                },
+                            },
+                        }
+                    },
+                },
+            ],
+        },
+    }
+    expected = References(frozenset(), frozenset({tag("smoke", "7")}))
+    assert preset("argo-rollouts", "analysistemplates").extract(analysis).references == expected
+    cluster = preset("argo-rollouts", "clusteranalysistemplates")
+    assert cluster.namespaced is False
+    assert cluster.extract(analysis).references == expected
 
 
 TEKTON_TASK_SPEC = {
