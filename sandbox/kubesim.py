@@ -50,6 +50,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, NamedTuple, ParamSpec, Self, TypeVar
@@ -89,14 +90,14 @@ class ResourceType:
     version: str
     namespaced: bool = True  # False for a cluster-scoped resource (served without namespaces/)
 
-    @property
+    @cached_property  # read on every write, replayed event and listed item
     def key(self) -> str:
         """How the in-process API names it: the plural of a built-in kind (``pods``), the
         qualified name of a custom resource (``scaledjobs.keda.sh``), so two groups' plurals
         never collide."""
         return self.qualified if self.custom else self.plural
 
-    @property
+    @cached_property
     def custom(self) -> bool:
         """Not one of the built-in kinds: a custom resource, installed in a simulator."""
         return RESOURCES.get(self.plural) != self
