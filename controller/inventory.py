@@ -123,6 +123,11 @@ class _Collector:
     def pod_spec(self, spec: object) -> None:
         self.images(spec, _CONTAINER_FIELDS, "image", _found_in_spec)
 
+    def container(self, container: object) -> None:
+        # a non-object is skipped, as a non-object entry of a pod spec's container list is
+        if type(container) is dict or isinstance(container, Mapping):
+            self.image(container.get("image"), _found_in_spec)
+
     def result(self) -> Extraction:
         if not self.digests and not self.tags:
             refs = NO_REFERENCES
@@ -155,6 +160,29 @@ def extract_pod_template(obj: Mapping[str, Any], *template_path: str) -> Extract
     """References held by the pod template at `template_path` (e.g. spec, template, spec)."""
     collector = _Collector()
     collector.pod_spec(_dig(obj, *template_path))
+    return collector.result()
+
+
+def extract_parts(
+    *,
+    pod_specs: Iterable[object] = (),
+    containers: Iterable[object] = (),
+    images: Iterable[object] = (),
+) -> Extraction:
+    """References held by pod specs, container objects and image strings found anywhere.
+
+    For objects whose images are not at a fixed place (custom resources: `resources` finds
+    the parts, this parses them): a pod spec counts its init, regular and ephemeral
+    containers as `extract_pod_template` does, a container its `image`, and every image is
+    parsed as a spec reference. A non-string image (other than null) is reported malformed.
+    """
+    collector = _Collector()
+    for spec in pod_specs:
+        collector.pod_spec(spec)
+    for container in containers:
+        collector.container(container)
+    for image in images:
+        collector.image(image, _found_in_spec)
     return collector.result()
 
 

@@ -12,16 +12,18 @@ What it provides:
 
 * :class:`KubeSimulator` - an ``aiohttp.web`` server on 127.0.0.1 (ephemeral port) holding an
   MVCC-like object store for pods, deployments, replicasets, statefulsets, daemonsets,
-  controllerrevisions, jobs, cronjobs and leases, with a global integer resourceVersion, an
-  event log, LIST with ``limit``/``continue``, WATCH with replay/bookmarks/timeouts, generic
-  create/replace/delete with optimistic concurrency, bearer-token auth and fault injection,
-  and the discovery documents (`/api`, `/apis`, ...) a client such as helm reads first.
+  controllerrevisions, jobs, cronjobs and leases, and for custom resources (namespaced or
+  cluster-scoped, given at construction or installed and uninstalled at run time as CRDs are
+  created and deleted), with a global integer resourceVersion, an event log, LIST with
+  ``limit``/``continue``, WATCH with replay/bookmarks/timeouts, generic create/replace/delete
+  with optimistic concurrency, bearer-token auth and fault injection, and the discovery
+  documents (`/api`, `/apis`, ...) a client such as helm reads first.
   Its synchronous mutation methods must be called from the loop that runs it.
 * :class:`ThreadedKubeSimulator` - the same server on a private event loop in a background
   thread, with thread-safe mutation methods, for synchronous callers (the sandbox and the
   end-to-end tests that run the controller as a subprocess).
 * :func:`write_kubeconfig` and object builders (:func:`pod`, :func:`workload`,
-  :func:`owner_reference`) producing realistic JSON.
+  :func:`owner_reference`, :func:`custom_object`) producing realistic JSON.
 
 It is harness code, not product code: it favours fidelity of the behaviours the controller
 relies on over completeness (no PATCH, no label/field selectors - those answer 400 so a caller
@@ -48,6 +50,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, NamedTuple, ParamSpec, Self, TypeVar
@@ -79,12 +82,25 @@ _ALL_VERBS: Final = frozenset({"get", "list", "watch", "create", "update", "dele
 
 @dataclass(frozen=True)
 class ResourceType:
-    """One namespaced API resource the simulator serves."""
+    """One API resource the simulator serves: a built-in kind, or a custom resource installed."""
 
     plural: str
     kind: str
     group: str  # "" for the core group
     version: str
+    namespaced: bool = True  # False for a cluster-scoped resource (served without namespaces/)
+
+    @cached_property  # read on every write, replayed event and listed item
+    def key(self) -> str:
+        """How the in-process API names it: the plural of a built-in kind (``pods``), the
+        qualified name of a custom resource (``scaledjobs.keda.sh``), so two groups' plurals
+        never collide."""
+        return self.qualified if self.custom else self.plural
+
+    @cached_property
+    def custom(self) -> bool:
+        """Not one of the built-in kinds: a custom resource, installed in a simulator."""
+        return RESOURCES.get(self.plural) != self
 
     @property
     def api_version(self) -> str:
@@ -119,14 +135,14 @@ RESOURCES: Final[Mapping[str, ResourceType]] = {
         ResourceType("leases", "Lease", "coordination.k8s.io", "v1"),
     )
 }
-_BY_PATH: Final[Mapping[tuple[str, str, str], ResourceType]] = {
-    (rt.group, rt.version, rt.plural): rt for rt in RESOURCES.values()
-}
 _BY_KIND: Final[Mapping[str, ResourceType]] = {rt.kind: rt for rt in RESOURCES.values()}
 
 
 def resource_type(resource: str) -> ResourceType:
-    """Look up a served resource by plural name (``"pods"``); ValueError if not served."""
+    """Look up a built-in resource by plural name (``"pods"``); ValueError if not one.
+
+    A simulator serves these and the custom resources installed in it
+    (:meth:`KubeSimulator.resource_type`)."""
     try:
         return RESOURCES[resource]
     except KeyError:
@@ -298,7 +314,23 @@ def _now() -> str:
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
     meta = obj["metadata"]
-    return (str(meta["namespace"]), str(meta["name"]))
+    # a cluster-scoped object has no namespace: it is stored under ""
+    return (str(meta.get("namespace", "")), str(meta["name"]))
+
+
+def _namespace_of(rt: ResourceType, meta: Mapping[str, Any]) -> str:
+    """Where an object of ``rt`` is stored: its namespace ("default" if unset), or "" when
+    the resource is cluster-scoped (the apiserver ignores a namespace given there)."""
+    return str(meta.get("namespace") or "default") if rt.namespaced else ""
+
+
+def _place(rt: ResourceType, meta: JsonObj, name: str, namespace: str) -> None:
+    """Stamp an object's identity: name, and namespace for a namespaced resource only."""
+    meta["name"] = name
+    if rt.namespaced:
+        meta["namespace"] = namespace
+    else:
+        meta.pop("namespace", None)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -416,6 +448,7 @@ class KubeSimulator:
         default_watch_timeout: float | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        custom_resources: Iterable[ResourceType] = (),
     ) -> None:
         if bookmark_interval <= 0:
             raise ValueError("bookmark_interval must be positive")
@@ -431,6 +464,8 @@ class KubeSimulator:
         #: Every request received, in order: (method, path, query).
         self.requests: list[RequestRecord] = []
 
+        self._types: dict[str, ResourceType] = dict(RESOURCES)
+        # what is served, by key: the built-in kinds, then the custom resources installed
         self._objects: dict[str, dict[tuple[str, str], JsonObj]] = {r: {} for r in RESOURCES}
         # A fresh etcd starts at revision 1; "0" means "any version" to the API, so the list
         # resourceVersion of an empty store must not be "0".
@@ -450,6 +485,8 @@ class KubeSimulator:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._stopping: asyncio.Event | None = None
+        for rt in custom_resources:
+            self.install(rt)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -529,46 +566,119 @@ class KubeSimulator:
         """Watches and continue tokens from an rv below this answer 410 Expired."""
         return self._compacted_rv
 
+    def resource_type(self, resource: str) -> ResourceType:
+        """A served resource by key: a built-in plural (``pods``) or a custom resource's
+        qualified name (``scaledjobs.keda.sh``), or its plural alone when no other served
+        resource has it; ValueError if not served."""
+        rt = self._types.get(resource)
+        if rt is None:
+            same = [t for t in self._types.values() if t.plural == resource]
+            if len(same) == 1:
+                rt = same[0]
+        if rt is None:
+            raise ValueError(
+                f"unknown resource {resource!r}; served: {', '.join(sorted(self._types))}"
+            )
+        return rt
+
+    @property
+    def resource_types(self) -> tuple[ResourceType, ...]:
+        """Every resource served now: the built-in kinds, then the custom resources installed."""
+        return tuple(self._types.values())
+
+    def install(self, rt: ResourceType) -> ResourceType:
+        """Serve a custom resource from now on, as a CustomResourceDefinition does once created.
+
+        Its objects live under ``/apis/GROUP/VERSION/[namespaces/NS/]PLURAL`` with the same
+        LIST, WATCH, writes, denials and faults as the built-in kinds, and it appears in the
+        discovery documents. Installing the same type again changes nothing; a type that
+        clashes with a served one (same group, version and plural) is refused.
+        """
+        if not rt.group:
+            raise ValueError(f"a custom resource needs an API group: {rt}")
+        if not rt.custom:
+            raise ValueError(f"{rt.qualified} is a built-in resource")
+        for served in self._types.values():
+            if served == rt:
+                return rt
+            if (served.group, served.version, served.plural) == (rt.group, rt.version, rt.plural):
+                raise ValueError(f"{rt.qualified} is already served as {served}")
+            if (served.group, served.plural) == (rt.group, rt.plural):
+                raise ValueError(
+                    f"{rt.qualified} is already served in version {served.version}; the "
+                    "simulator serves one version of a resource"
+                )
+        self._types[rt.key] = rt
+        self._objects[rt.key] = {}
+        log.info("kube simulator serves %s/%s", rt.api_version, rt.plural)
+        return rt
+
+    def uninstall(self, resource: str) -> int:
+        """Stop serving a custom resource, as when its CustomResourceDefinition is deleted.
+
+        Like the apiserver, every object of it is deleted first (open watches see each
+        DELETED event), then its watches end and its paths answer 404 again. Returns how
+        many objects were deleted.
+        """
+        rt = self.resource_type(resource)
+        if not rt.custom:
+            raise ValueError(f"{rt.qualified} is a built-in resource")
+        keys = sorted(self._objects[rt.key])
+        for namespace, name in keys:
+            self._delete(rt, namespace, name)
+        for watch in self._matching_watches(rt.key):
+            watch.queue.put_nowait(("close", b""))
+        del self._types[rt.key]
+        del self._objects[rt.key]
+        self._snapshots = {k: v for k, v in self._snapshots.items() if k[0] != rt.key}
+        log.info("kube simulator no longer serves %s/%s", rt.api_version, rt.plural)
+        return len(keys)
+
     def create(self, resource: str, obj: Mapping[str, Any]) -> JsonObj:
-        """Create an object (namespace defaults to "default"); KubeSimError 409 if it exists."""
-        return self._create(resource_type(resource), obj)
+        """Create an object (namespace defaults to "default", and a cluster-scoped object has
+        none); KubeSimError 409 if it exists."""
+        return self._create(self.resource_type(resource), obj)
 
     def update(self, resource: str, obj: Mapping[str, Any]) -> JsonObj:
         """Replace an object. If ``metadata.resourceVersion`` is set it must be current (409)."""
-        return self._replace(resource_type(resource), obj)
+        return self._replace(self.resource_type(resource), obj)
 
     def apply(self, resource: str, obj: Mapping[str, Any]) -> JsonObj:
         """Create the object, or replace it unconditionally if it exists (test convenience)."""
-        rt = resource_type(resource)
+        rt = self.resource_type(resource)
         meta = obj.get("metadata") or {}
-        key = (str(meta.get("namespace") or "default"), str(meta.get("name", "")))
-        if key in self._objects[rt.plural]:
+        key = (_namespace_of(rt, meta), str(meta.get("name", "")))
+        if key in self._objects[rt.key]:
             body = copy.deepcopy(dict(obj))
             body.setdefault("metadata", {}).pop("resourceVersion", None)
             return self._replace(rt, body)
         return self._create(rt, obj)
 
     def delete(self, resource: str, namespace: str, name: str) -> JsonObj:
-        """Delete an object and return its last state; KubeSimError 404 if missing."""
-        return self._delete(resource_type(resource), namespace, name)
+        """Delete an object and return its last state (namespace "" for a cluster-scoped
+        one); KubeSimError 404 if missing."""
+        return self._delete(self.resource_type(resource), namespace, name)
 
     def get(self, resource: str, namespace: str, name: str) -> JsonObj | None:
-        obj = self._objects[resource_type(resource).plural].get((namespace, name))
+        obj = self._objects[self.resource_type(resource).key].get((namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
     def list(self, resource: str, namespace: str | None = None) -> JsonList:
         """Current objects of a resource, sorted by namespace/name (deep copies)."""
-        store = self._objects[resource_type(resource).plural]
+        store = self._objects[self.resource_type(resource).key]
         return [
             copy.deepcopy(store[k]) for k in sorted(store) if namespace is None or k[0] == namespace
         ]
 
     def events(self, resource: str | None = None) -> builtins.list[WatchEvent]:
-        """The retained event log (oldest first), optionally for one resource (deep copies)."""
+        """The retained event log (oldest first), optionally for one resource (deep copies).
+
+        The events of an uninstalled custom resource stay: name it by its qualified name."""
+        key = None if resource is None else self._key_of(resource)
         return [
             WatchEvent(e.type, copy.deepcopy(e.obj), e.rv, e.resource)
             for e in self._log
-            if resource is None or e.resource == resource
+            if key is None or e.resource == key
         ]
 
     def compact(self) -> int:
@@ -586,14 +696,14 @@ class KubeSimulator:
 
     def watch_count(self, resource: str | None = None) -> int:
         """How many watch streams are open (optionally for one resource)."""
-        return sum(1 for w in self._watches if resource is None or w.resource == resource)
+        return len(self._matching_watches(resource))
 
     def send_bookmarks(self, resource: str | None = None) -> int:
         """Send a BOOKMARK at the current rv to every bookmark-enabled watch; returns count."""
         sent = 0
         for watch in self._matching_watches(resource):
             if watch.bookmarks:
-                watch.queue.put_nowait(("line", self._bookmark_line(RESOURCES[watch.resource])))
+                watch.queue.put_nowait(("line", self._bookmark_line(self._types[watch.resource])))
                 sent += 1
         return sent
 
@@ -612,7 +722,7 @@ class KubeSimulator:
 
     def inject_raw_event(self, resource: str, line: bytes) -> int:
         """Write ``line`` verbatim (newline added if missing) to open watches of a resource."""
-        resource_type(resource)
+        self.resource_type(resource)
         if not line.endswith(b"\n"):
             line += b"\n"
         watches = self._matching_watches(resource)
@@ -637,18 +747,19 @@ class KubeSimulator:
         Like RBAC, a denial in one namespace also forbids the all-namespaces LIST/WATCH (which
         needs cluster-wide permission).
         """
-        resource_type(resource)
+        key = self.resource_type(resource).key
         for verb in verbs:
             if verb not in _ALL_VERBS:
                 raise ValueError(f"unknown verb {verb!r}")
-            self._denials.add((resource, namespace, verb))
+            self._denials.add((key, namespace, verb))
 
     def allow(self, resource: str, namespace: str | None = None) -> None:
         """Lift denials: for one namespace, or (namespace None) every denial of the resource."""
+        key = self._key_of(resource)
         self._denials = {
             d
             for d in self._denials
-            if not (d[0] == resource and (namespace is None or d[1] == namespace))
+            if not (d[0] == key and (namespace is None or d[1] == namespace))
         }
 
     def set_latency(self, seconds: float) -> None:
@@ -684,7 +795,7 @@ class KubeSimulator:
     ) -> None:
         namespace, name = _key(obj)
         event = _Event(
-            rv, rt.plural, namespace, name, event_type, obj, prev, _event_line(event_type, obj)
+            rv, rt.key, namespace, name, event_type, obj, prev, _event_line(event_type, obj)
         )
         self._log.append(event)
         if self.retain_events is not None:
@@ -692,7 +803,7 @@ class KubeSimulator:
                 self._compacted_rv = self._log.popleft().rv
         for watch in self._watches:
             if (
-                watch.resource == rt.plural
+                watch.resource == rt.key
                 and watch.namespace in (None, namespace)
                 and rv > watch.after_rv
             ):
@@ -724,12 +835,13 @@ class KubeSimulator:
             name = f"{meta['generateName']}{secrets.token_hex(3)[:5]}"
         if not name:
             raise KubeSimError(422, "Invalid", "name or generateName is required")
-        namespace = meta.get("namespace") or "default"
-        store = self._objects[rt.plural]
+        namespace = _namespace_of(rt, meta)
+        store = self._objects[rt.key]
         if (namespace, name) in store:
             raise _already_exists(rt, name)
         rv = self._next_rv()
-        meta.update(name=name, namespace=namespace, resourceVersion=str(rv))
+        _place(rt, meta, name, namespace)
+        meta["resourceVersion"] = str(rv)
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", _now())
         store[(namespace, name)] = body
@@ -740,8 +852,8 @@ class KubeSimulator:
         body = self._normalise(rt, obj)
         meta = body["metadata"]
         name = str(meta.get("name") or "")
-        namespace = str(meta.get("namespace") or "default")
-        store = self._objects[rt.plural]
+        namespace = _namespace_of(rt, meta)
+        store = self._objects[rt.key]
         current = store.get((namespace, name))
         if current is None:
             raise _not_found(rt, name)
@@ -762,9 +874,8 @@ class KubeSimulator:
                 f"UID in object meta: {cur_meta['uid']}",
             )
         rv = self._next_rv()
+        _place(rt, meta, name, namespace)
         meta.update(
-            name=name,
-            namespace=namespace,
             uid=cur_meta["uid"],
             creationTimestamp=cur_meta["creationTimestamp"],
             resourceVersion=str(rv),
@@ -780,7 +891,7 @@ class KubeSimulator:
         name: str,
         preconditions: Mapping[str, Any] | None = None,
     ) -> JsonObj:
-        store = self._objects[rt.plural]
+        store = self._objects[rt.key]
         current = store.get((namespace, name))
         if current is None:
             raise _not_found(rt, name)
@@ -815,21 +926,21 @@ class KubeSimulator:
         not been compacted, as with etcd. The state at an rv never changes, so the last few
         snapshots are kept: a paged LIST of 50,000 objects asks for the same one 100 times.
         """
-        cached = self._snapshots.get((rt.plural, rv, namespace))
+        cached = self._snapshots.get((rt.key, rv, namespace))
         if cached is not None:
             return cached
         found = self._build_snapshot(rt, rv, namespace)
         if len(self._snapshots) >= 8:
             self._snapshots.pop(next(iter(self._snapshots)))
-        self._snapshots[(rt.plural, rv, namespace)] = found
+        self._snapshots[(rt.key, rv, namespace)] = found
         return found
 
     def _build_snapshot(self, rt: ResourceType, rv: int, namespace: str | None) -> JsonList:
-        state = dict(self._objects[rt.plural])
+        state = dict(self._objects[rt.key])
         for event in reversed(self._log):
             if event.rv <= rv:
                 break
-            if event.resource != rt.plural:
+            if event.resource != rt.key:
                 continue
             key = (event.namespace, event.name)
             if event.prev is None:
@@ -839,7 +950,15 @@ class KubeSimulator:
         return [state[k] for k in sorted(state) if namespace is None or k[0] == namespace]
 
     def _matching_watches(self, resource: str | None) -> builtins.list[_Watch]:
-        return [w for w in self._watches if resource is None or w.resource == resource]
+        key = None if resource is None else self._key_of(resource)
+        return [w for w in self._watches if key is None or w.resource == key]
+
+    def _key_of(self, resource: str) -> str:
+        """The key of a served resource, or ``resource`` itself (an uninstalled one's key)."""
+        try:
+            return self.resource_type(resource).key
+        except ValueError:
+            return resource
 
     def _bookmark_line(
         self, rt: ResourceType, annotations: Mapping[str, str] | None = None
@@ -897,11 +1016,11 @@ class KubeSimulator:
     def _authorize(
         self, rt: ResourceType, verb: str, namespace: str | None, name: str | None = None
     ) -> None:
-        denied = (rt.plural, None, verb) in self._denials
+        denied = (rt.key, None, verb) in self._denials
         if namespace is not None:
-            denied = denied or (rt.plural, namespace, verb) in self._denials
+            denied = denied or (rt.key, namespace, verb) in self._denials
         else:
-            denied = denied or any(d[0] == rt.plural and d[2] == verb for d in self._denials)
+            denied = denied or any(d[0] == rt.key and d[2] == verb for d in self._denials)
         if not denied:
             return
         what = f'{rt.qualified} "{name}"' if name else rt.qualified
@@ -932,7 +1051,7 @@ class KubeSimulator:
         if path in ("/healthz", "/readyz", "/livez"):
             return web.Response(text="ok")
         parts = [p for p in path.split("/") if p]
-        discovery = _discovery(parts)
+        discovery = _discovery(parts, self._types.values())
         if discovery is not None:
             return _json_response(discovery)
         if len(parts) >= 2 and parts[0] == "api":
@@ -943,15 +1062,29 @@ class KubeSimulator:
             raise _path_not_found()
         namespace: str | None = None
         name: str | None = None
-        if len(rest) == 1:
+        if len(rest) in (1, 2):
             plural = rest[0]
+            name = rest[1] if len(rest) == 2 else None
         elif len(rest) in (3, 4) and rest[0] == "namespaces":
             namespace, plural = rest[1], rest[2]
             name = rest[3] if len(rest) == 4 else None
         else:
             raise _path_not_found()
-        rt = _BY_PATH.get((group, version, plural))
-        if rt is None:
+        rt = next(
+            (
+                t
+                for t in self._types.values()
+                if (t.group, t.version, t.plural) == (group, version, plural)
+            ),
+            None,
+        )
+        # an object of a namespaced resource is named in its namespace, a cluster-scoped
+        # resource has no namespaces: other paths are unknown to the apiserver
+        if (
+            rt is None
+            or (namespace is not None and not rt.namespaced)
+            or (name is not None and namespace is None and rt.namespaced)
+        ):
             raise _path_not_found()
 
         if name is None:
@@ -963,25 +1096,25 @@ class KubeSimulator:
                 return web.Response(
                     body=self._list_body(rt, namespace, query), content_type="application/json"
                 )
-            if method == "POST" and namespace is not None:
+            if method == "POST" and (namespace is not None or not rt.namespaced):
                 self._authorize(rt, "create", namespace)
                 body = await _read_json(request)
                 meta = body.setdefault("metadata", {})
                 if not isinstance(meta, dict):
                     raise _bad_request("metadata must be an object")
-                if meta.get("namespace") not in (None, "", namespace):
-                    raise _bad_request(
-                        "the namespace of the provided object does not match the namespace "
-                        "sent on the request"
-                    )
-                meta["namespace"] = namespace
+                if rt.namespaced:
+                    if meta.get("namespace") not in (None, "", namespace):
+                        raise _bad_request(
+                            "the namespace of the provided object does not match the namespace "
+                            "sent on the request"
+                        )
+                    meta["namespace"] = namespace
                 return _json_response(self._create(rt, body), 201)
             raise _method_not_allowed(method)
 
-        assert namespace is not None
         if method == "GET":
             self._authorize(rt, "get", namespace, name)
-            obj = self._objects[rt.plural].get((namespace, name))
+            obj = self._objects[rt.key].get((namespace or "", name))
             if obj is None:
                 raise _not_found(rt, name)
             return _json_response(obj)
@@ -996,12 +1129,12 @@ class KubeSimulator:
                     f"the name of the object ({meta.get('name')}) does not match the name on "
                     f"the URL ({name})"
                 )
-            if meta.get("namespace") not in (None, "", namespace):
+            if rt.namespaced and meta.get("namespace") not in (None, "", namespace):
                 raise _bad_request(
                     "the namespace of the provided object does not match the namespace sent "
                     "on the request"
                 )
-            meta.update(name=name, namespace=namespace)
+            _place(rt, meta, name, namespace or "")
             return _json_response(self._replace(rt, body))
         if method == "DELETE":
             self._authorize(rt, "delete", namespace, name)
@@ -1010,7 +1143,7 @@ class KubeSimulator:
             pre = options.get("preconditions") or {}
             if not isinstance(pre, dict):
                 raise _bad_request("preconditions must be an object")
-            return _json_response(self._delete(rt, namespace, name, pre))
+            return _json_response(self._delete(rt, namespace or "", name, pre))
         raise _method_not_allowed(method)
 
     # ---------------------------------------------------------------- LIST
@@ -1028,7 +1161,7 @@ class KubeSimulator:
             if rv_param not in ("", "0"):
                 raise _bad_request("specifying resource version is not allowed when using continue")
             snap_rv, start, page, tok_resource, tok_ns = _decode_continue(token)
-            if (tok_resource, tok_ns) != (rt.plural, namespace or ""):
+            if (tok_resource, tok_ns) != (rt.key, namespace or ""):
                 raise _bad_request("continue key is not valid: it was issued for another list")
             if snap_rv < self._compacted_rv:
                 fresh = _encode_continue(
@@ -1036,7 +1169,7 @@ class KubeSimulator:
                         "v": "meta.k8s.io/v1",
                         "rv": self._rv,
                         "p": page,
-                        "r": rt.plural,
+                        "r": rt.key,
                         "ns": namespace or "",
                         "start": start,
                     }
@@ -1074,7 +1207,7 @@ class KubeSimulator:
                         "v": "meta.k8s.io/v1",
                         "rv": snap_rv,
                         "p": page + 1,
-                        "r": rt.plural,
+                        "r": rt.key,
                         "ns": namespace or "",
                         "start": last,
                     }
@@ -1082,8 +1215,10 @@ class KubeSimulator:
                 if remaining > 0:
                     metadata["remainingItemCount"] = remaining
             items = page_items
-        # Like kube-apiserver, items of a typed list carry no kind/apiVersion of their own; and
-        # like its watch cache, each object is serialized once and the bytes reused by every list
+        # Like kube-apiserver, items of a typed list carry no kind/apiVersion of their own (a
+        # custom resource's list is unstructured: its items keep them); and like its watch
+        # cache, each object is serialized once and the bytes reused by every list
+        typed = not rt.custom
         return b"".join(
             (
                 b'{"kind":',
@@ -1093,17 +1228,19 @@ class KubeSimulator:
                 b',"metadata":',
                 _dumps(metadata),
                 b',"items":[',
-                b",".join(self._item_bytes(obj) for obj in items),
+                b",".join(self._item_bytes(obj, typed=typed) for obj in items),
                 b"]}\n",
             )
         )
 
-    def _item_bytes(self, obj: JsonObj) -> bytes:
+    def _item_bytes(self, obj: JsonObj, *, typed: bool) -> bytes:
         meta = obj["metadata"]
+        # the resourceVersion is unique across resources: it identifies one object's state
         key = (str(meta.get("namespace", "")), str(meta["name"]), str(meta["resourceVersion"]))
         cached = self._serialized.get(key)
         if cached is None:
-            cached = _dumps({k: v for k, v in obj.items() if k not in ("kind", "apiVersion")})
+            dropped = ("kind", "apiVersion") if typed else ()
+            cached = _dumps({k: v for k, v in obj.items() if k not in dropped})
             if len(self._serialized) >= 500_000:
                 self._serialized.clear()
             self._serialized[key] = cached
@@ -1136,7 +1273,7 @@ class KubeSimulator:
             raise _too_old(start_rv, self._compacted_rv)
 
         # Registration and replay happen synchronously, so no write can slip between them.
-        watch = _Watch(rt.plural, namespace, bookmarks)
+        watch = _Watch(rt.key, namespace, bookmarks)
         if start_rv is not None and not initial_events:
             # A resourceVersion from the future (kube-apiserver would wait for it) delivers
             # only events newer than it.
@@ -1158,18 +1295,18 @@ class KubeSimulator:
                 for event in self._log:
                     if (
                         event.rv > start_rv
-                        and event.resource == rt.plural
+                        and event.resource == rt.key
                         and namespace in (None, event.namespace)
                     ):
                         watch.queue.put_nowait(("line", event.line))
             self._watches.add(watch)
 
-        log.debug("kube simulator watch opened: %s ns=%s rv=%s", rt.plural, namespace, rv_param)
+        log.debug("kube simulator watch opened: %s ns=%s rv=%s", rt.key, namespace, rv_param)
         try:
             return await self._stream_watch(request, rt, watch, timeout)
         finally:
             self._watches.discard(watch)
-            log.debug("kube simulator watch closed: %s ns=%s", rt.plural, namespace)
+            log.debug("kube simulator watch closed: %s ns=%s", rt.key, namespace)
 
     async def _stream_watch(
         self, request: web.Request, rt: ResourceType, watch: _Watch, timeout_seconds: int | None
@@ -1252,28 +1389,36 @@ _DISCOVERY_ONLY: Final = (
 )
 
 
-def _discovery(parts: Sequence[str]) -> JsonObj | None:
+def _discovery(parts: Sequence[str], served: Iterable[ResourceType]) -> JsonObj | None:
     """The discovery documents (``/api``, ``/apis``, ``/api/v1``, ``/apis/GROUP/VERSION``), as
-    clients such as helm read them first; None for other paths."""
-    kinds = [(rt.plural, rt.kind, rt.group, rt.version, True) for rt in RESOURCES.values()]
-    kinds += _DISCOVERY_ONLY
+    clients such as helm read them first, for the ``served`` resources; None for other paths."""
+    kinds = [(rt.plural, rt.kind, rt.group, rt.version, rt.namespaced) for rt in served]
+    paths = {(group, version, plural) for plural, _, group, version, _ in kinds}
+    kinds += [k for k in _DISCOVERY_ONLY if (k[2], k[3], k[0]) not in paths]
     groups: dict[str, list[tuple[str, str, str, str, bool]]] = {}
     for entry in kinds:
         groups.setdefault(f"{entry[2]}/{entry[3]}" if entry[2] else entry[3], []).append(entry)
     if parts == ["api"]:
         return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
     if parts == ["apis"]:
-        named = sorted({(group, version) for _, _, group, version, _ in kinds if group})
+        versions: dict[str, list[str]] = {}
+        for _, _, group, version, _ in kinds:
+            if group and version not in versions.setdefault(group, []):
+                versions[group].append(version)
+
+        def listed(group: str, version: str) -> JsonObj:
+            return {"groupVersion": f"{group}/{version}", "version": version}
+
         return {
             "kind": "APIGroupList",
             "apiVersion": "v1",
             "groups": [
                 {
                     "name": group,
-                    "versions": [{"groupVersion": f"{group}/{version}", "version": version}],
-                    "preferredVersion": {"groupVersion": f"{group}/{version}", "version": version},
+                    "versions": [listed(group, v) for v in versions[group]],
+                    "preferredVersion": listed(group, versions[group][0]),
                 }
-                for group, version in named
+                for group in sorted(versions)
             ],
         }
     if (len(parts) == 2 and parts[0] == "api") or (len(parts) == 3 and parts[0] == "apis"):
@@ -1359,6 +1504,7 @@ class ThreadedKubeSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
         call_timeout: float = 10.0,
+        custom_resources: Iterable[ResourceType] = (),
     ) -> None:
         self.sim = KubeSimulator(
             token=token,
@@ -1368,6 +1514,7 @@ class ThreadedKubeSimulator:
             default_watch_timeout=default_watch_timeout,
             host=host,
             port=port,
+            custom_resources=custom_resources,
         )
         self.call_timeout = call_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -1472,6 +1619,16 @@ class ThreadedKubeSimulator:
 
     def clear_requests(self) -> None:
         self._call(self.sim.requests.clear)
+
+    @property
+    def resource_types(self) -> tuple[ResourceType, ...]:
+        return self._call(lambda: self.sim.resource_types)
+
+    def install(self, rt: ResourceType) -> ResourceType:
+        return self._call(self.sim.install, rt)
+
+    def uninstall(self, resource: str) -> int:
+        return self._call(self.sim.uninstall, resource)
 
     def create(self, resource: str, obj: Mapping[str, Any]) -> JsonObj:
         return self._call(self.sim.create, resource, obj)
@@ -1771,6 +1928,33 @@ def pod(
     }
 
 
+def custom_object(
+    api_version: str,
+    kind: str,
+    name: str,
+    namespace: str | None = "default",
+    spec: Mapping[str, Any] | None = None,
+    *,
+    status: Mapping[str, Any] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> JsonObj:
+    """A custom resource's object: ``apiVersion`` ``GROUP/VERSION``, ``kind``, metadata (no
+    namespace when ``namespace`` is None, for a cluster-scoped resource), ``spec`` and an
+    optional ``status`` (deep copies of what is given)."""
+    metadata: JsonObj = {"name": name, "labels": dict(labels or {})}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    obj: JsonObj = {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": metadata,
+        "spec": copy.deepcopy(dict(spec or {})),
+    }
+    if status is not None:
+        obj["status"] = copy.deepcopy(dict(status))
+    return obj
+
+
 WorkloadKind = Literal["Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob"]
 
 
@@ -1869,6 +2053,7 @@ __all__ = [
     "WatchEvent",
     "WatchExpiryMode",
     "WorkloadKind",
+    "custom_object",
     "image_id_for",
     "owner_reference",
     "pod",

@@ -13,6 +13,7 @@ from controller.inventory import (
     NO_REFERENCES,
     InUseIndex,
     References,
+    extract_parts,
     extract_pod,
     extract_pod_template,
 )
@@ -102,6 +103,19 @@ def test_extract_pod_template_for_workloads() -> None:
     }
     found = extract_pod_template(cronjob, "spec", "jobTemplate", "spec", "template", "spec")
     assert found.references.digests == {D1}
+
+
+def test_extract_parts_reads_pod_specs_containers_and_images_found_anywhere() -> None:
+    found = extract_parts(
+        pod_specs=[{"initContainers": [{"image": f"{HOST}/init:v1"}]}, "not a spec"],
+        containers=[{"name": "step", "image": f"{HOST}/step@{D1}"}, ["not", "a", "container"]],
+        images=[f"{HOST}/tool:v2", "nginx:1.25", None, 42, "Not A Reference"],
+    )
+    assert found.references == References(
+        frozenset({D1}), frozenset({tag("init", "v1"), tag("tool", "v2")})
+    )
+    assert found.malformed == ("42", "Not A Reference")
+    assert extract_parts().references is NO_REFERENCES
 
 
 def test_index_counts_references_across_objects() -> None:
