@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from controller import __version__
 from controller.logs import configure_logging
 from controller.policy import Rules
+from controller.resources import PRESETS, ResourceEntry
 from controller.settings import (
     ARCHIVE_MINIMUM,
     RULE_KNOBS,
@@ -34,6 +35,7 @@ from controller.settings import (
     check_glob,
     check_overrides_selected,
     format_duration,
+    merge_resources,
     parse_address,
     parse_bool,
     parse_duration,
@@ -41,6 +43,7 @@ from controller.settings import (
     parse_list,
     parse_namespaces,
     parse_positive_int,
+    parse_resources,
     parse_workload_kinds,
 )
 
@@ -473,6 +476,21 @@ FLAGS: tuple[Flag[Any], ...] = (
         shown=",".join(k for k in WORKLOAD_KINDS if k in _DEFAULTS.protect_workloads),
     ),
     Flag(
+        "protect-resources",
+        parse_resources,
+        _DEFAULTS.protect_resources,
+        "SAFETY: custom resources whose objects start pods later and so protect the images "
+        "they name while no pod exists. A comma list of presets ("
+        + ", ".join(sorted(PRESETS))
+        + ") and entries GROUP/VERSION/RESOURCE:KIND=PATH, KIND one of pod-spec, container, "
+        "image, several joined by ';', PATH dotted with [*] for every list element, e.g. "
+        "keda.sh/v1alpha1/scaledjobs:pod-spec=spec.jobTargetRef.template.spec. Each is listed "
+        "and watched like the built-in kinds; one the cluster does not serve stops pruning.",
+        "kubernetes",
+        metavar="RESOURCES",
+        shown="(none)",
+    ),
+    Flag(
         "allow-empty",
         parse_bool,
         _DEFAULTS.allow_empty,
@@ -821,14 +839,16 @@ def _settings(
 
     rules = Rules(**{knob.field: sources.get(knob.name) for knob in RULE_KNOBS})
     config = sources.raw("config")
-    if config is None:
-        overrides: tuple[RepositoryOverride, ...] = ()
-    else:
+    overrides: tuple[RepositoryOverride, ...] = ()
+    configured: tuple[ResourceEntry, ...] = ()
+    if config is not None:
         from controller.configfile import load_config  # YAML only when there is a file
 
-        overrides = load_config(config[0].strip(), field=config[1], defaults=rules)
-    if config is not None:
+        overrides, configured = load_config(config[0].strip(), field=config[1], defaults=rules)
         check_overrides_selected(overrides, repositories, source=config[0].strip())
+    protect_resources = merge_resources(
+        sources.get("protect-resources"), configured, field=sources.field("protect-resources")
+    )
 
     in_cluster = sources.get("in-cluster")
     kube_contexts = sources.get("kube-context")
@@ -911,6 +931,7 @@ def _settings(
         allow_empty_clusters=sources.get("allow-empty-clusters"),
         max_staleness=sources.get("max-staleness"),
         protect_workloads=sources.get("protect-workloads"),
+        protect_resources=protect_resources,
         leader_elect=leader_elect,
         lease_name=sources.get("lease-name"),
         lease_namespace=lease_namespace,

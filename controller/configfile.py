@@ -8,7 +8,13 @@ from __future__ import annotations
 import yaml
 
 from controller.policy import Rules
-from controller.settings import ConfigError, RepositoryOverride, parse_config
+from controller.resources import ResourceEntry
+from controller.settings import (
+    ConfigError,
+    RepositoryOverride,
+    parse_config,
+    parse_config_resources,
+)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -47,8 +53,11 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 """A --config file larger than this is refused (it is read whole; /dev/zero never ends)."""
 
 
-def load_config(path: str, *, field: str, defaults: Rules) -> tuple[RepositoryOverride, ...]:
-    """The overrides of the file at `path`; `field` is where the path came from, for errors."""
+def load_config(
+    path: str, *, field: str, defaults: Rules
+) -> tuple[tuple[RepositoryOverride, ...], tuple[ResourceEntry, ...]]:
+    """The overrides and the protect-resources entries of the file at `path`; `field` is where
+    the path came from, for errors."""
     if not path:
         raise ConfigError(field, "expected the path of a YAML file, got ''")
     try:
@@ -66,7 +75,8 @@ def load_config(path: str, *, field: str, defaults: Rules) -> tuple[RepositoryOv
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as error:
         raise ConfigError(f"--config {path}", _yaml_reason(error)) from None
-    return parse_config(data, defaults=defaults, source=path)
+    overrides = parse_config(data, defaults=defaults, source=path)
+    return overrides, parse_config_resources(data, source=path)
 
 
 def _yaml_reason(error: yaml.YAMLError) -> str:

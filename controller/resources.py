@@ -478,6 +478,30 @@ def rbac_rules(entries: Iterable[ResourceEntry]) -> list[RbacRule]:
     ]
 
 
+def chart_presets() -> str:
+    """The presets' resources as the Helm chart reads them (files/resource-presets.yaml), for
+    its RBAC: per preset, each resource's group, plural and scope."""
+    lines = [
+        "# generated from controller/resources.py by scripts/render-chart-presets: do not edit",
+    ]
+    for name in sorted(PRESETS):
+        lines.append(f"{name}:")
+        for entry in PRESETS[name]:
+            scope = "true" if entry.namespaced else "false"
+            lines.append(
+                f"  - {{group: {entry.group}, resource: {entry.resource}, namespaced: {scope}}}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--chart-presets"]:
+        sys.exit("usage: python -m controller.resources --chart-presets")
+    sys.stdout.write(chart_presets())
+
+
 __all__ = [
     "EACH",
     "PRESETS",
@@ -486,6 +510,7 @@ __all__ = [
     "RbacRule",
     "ResourceEntry",
     "ResourceSpecError",
+    "chart_presets",
     "parse_config_entry",
     "parse_entry",
     "parse_path",

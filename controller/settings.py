@@ -15,6 +15,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from controller.identifiers import SourceKey
 from controller.policy import Rules
+from controller.resources import ResourceEntry, ResourceSpecError, resolve
 
 DEFAULT_INTERVAL = timedelta(minutes=30)
 DEFAULT_INTERVAL_JITTER = 0.1
@@ -459,6 +460,9 @@ class Settings:
     max_staleness: timedelta = DEFAULT_MAX_STALENESS
     # never delete based on an in-use view older than this
     protect_workloads: frozenset[str] = DEFAULT_PROTECT_WORKLOADS
+    protect_resources: tuple[ResourceEntry, ...] = ()
+    # custom resources whose objects protect the images they name (--protect-resources and
+    # the --config file's protect-resources section, merged by `resources.resolve`)
     # workload kinds (plural, lower-case) whose pod templates protect images besides pods
     leader_elect: bool = True
     # hold a coordination.k8s.io Lease so only one replica deletes
@@ -527,6 +531,14 @@ class Settings:
             "allow_empty_clusters": list(self.allow_empty_clusters),
             "max_staleness": format_duration(self.max_staleness),
             "protect_workloads": [k for k in WORKLOAD_KINDS if k in self.protect_workloads],
+            "protect_resources": [
+                {
+                    "resource": f"{e.api_version}/{e.resource}",
+                    "scope": "namespaced" if e.namespaced else "cluster",
+                    "paths": [f"{kind}={path.text}" for kind, path in e.paths],
+                }
+                for e in self.protect_resources
+            ],
             "leader_elect": self.leader_elect,
             "lease_name": self.lease_name,
             "lease_namespace": self.lease_namespace,
@@ -784,18 +796,68 @@ MAX_CONFIG_ENTRIES = 20_000
 CONFIG_KEYS = ("name", *(knob.name for knob in RULE_KNOBS))
 
 
+CONFIG_SECTIONS = ("repositories", "protect-resources")
+"""The top-level keys of a --config document; at least one is required."""
+
+
+def parse_resources(text: str, *, field: str) -> tuple[ResourceEntry, ...]:
+    """--protect-resources: a comma list of presets and `GROUP/VERSION/RESOURCE:KIND=PATH;...`
+    entries (paths hold no comma), merged per resource."""
+    try:
+        return resolve(parse_list(text))
+    except ResourceSpecError as error:
+        raise ConfigError(field, f"entry {error.entry!r}: {error.problem}") from None
+
+
+def merge_resources(*declared: tuple[ResourceEntry, ...], field: str) -> tuple[ResourceEntry, ...]:
+    """The flag's and the config file's entries as one set (a resource in both: both's paths)."""
+    try:
+        return resolve(entry for entries in declared for entry in entries)
+    except ResourceSpecError as error:
+        raise ConfigError(field, f"entry {error.entry!r}: {error.problem}") from None
+
+
+def parse_config_resources(data: object, *, source: str) -> tuple[ResourceEntry, ...]:
+    """The `protect-resources:` section of a --config document (after `parse_config` checked
+    its shape): presets, command-line style entries and `{resource: ..., pod-specs: [...]}`
+    mappings. Errors name the entry's path, e.g. `--config x.yaml: protect-resources[2]`."""
+    where = f"--config {source}: protect-resources"
+    items = data.get("protect-resources") if isinstance(data, Mapping) else None
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise ConfigError(
+            where, f"expected a list of presets and resource entries, got {_type_name(items)}"
+        )
+    entries: list[ResourceEntry] = []
+    for position, item in enumerate(items):
+        if not isinstance(item, (str, Mapping)):
+            raise ConfigError(
+                f"{where}[{position}]",
+                f"expected a preset name, an entry string or a mapping, got {_type_name(item)}",
+            )
+        try:
+            entries.extend(resolve([item]))
+        except ResourceSpecError as error:
+            raise ConfigError(f"{where}[{position}]", error.problem) from None
+    return merge_resources(tuple(entries), field=where)
+
+
 def parse_config(data: object, *, defaults: Rules, source: str) -> tuple[RepositoryOverride, ...]:
     """Validate a loaded --config document into overrides (file order) inheriting `defaults`.
 
-    Shape: `{"repositories": [{"name": ..., "max-images": ..., ...}, ...]}`; see CONFIG_KEYS.
-    Every error names its path, e.g. `--config x.yaml: repositories[1].max-images`.
+    Shape: `{"repositories": [{"name": ..., "max-images": ..., ...}, ...]}`; see CONFIG_KEYS;
+    and/or `{"protect-resources": [...]}` (`parse_config_resources`). Every error names its
+    path, e.g. `--config x.yaml: repositories[1].max-images`.
     """
     where = f"--config {source}"
     if not isinstance(data, Mapping):
         got = "an empty document" if data is None else _type_name(data)
         raise ConfigError(where, f"expected a mapping with a 'repositories' list, got {got}")
-    _check_keys(data, ("repositories",), prefix=f"{where}: ")
+    _check_keys(data, CONFIG_SECTIONS, prefix=f"{where}: ")
     if "repositories" not in data:
+        if "protect-resources" in data:
+            return ()
         raise ConfigError(f"{where}: repositories", "required: a list of per-repository overrides")
     items = data["repositories"]
     if not isinstance(items, list):

@@ -35,7 +35,7 @@ from controller.inventory import InUseIndex
 from controller.metrics import Metrics
 from controller.policy import Rules
 from controller.pruning import PruneOptions, Pruner
-from controller.settings import CONFIG_KEYS, RepositorySelection
+from controller.settings import CONFIG_KEYS, CONFIG_SECTIONS, RepositorySelection
 from controller.sources import KINDS
 from controller.trust import SourceTracker
 from controller.watching import Watcher, WatchOptions
@@ -125,6 +125,36 @@ FLAG_CASES = (
     Case("--kube-context", "", "missing value", "-kube-context: expected one argument"),
     Case("--in-cluster", "perhaps", "wrong type", "--in-cluster: expected a boolean"),
     Case("--protect-workloads", "pods", "unknown value", "--protect-workloads: unknown workload"),
+    Case(
+        "--protect-resources",
+        "keda",
+        "unknown preset",
+        "--protect-resources: entry 'keda': unknown",
+    ),
+    Case(
+        "--protect-resources",
+        "keda.sh/v1alpha1/scaledjobs",
+        "no path",
+        "--protect-resources: entry 'keda.sh/v1alpha1/scaledjobs': ",
+    ),
+    Case(
+        "--protect-resources",
+        "keda.sh/v1alpha1/scaledjobs:pods=spec",
+        "unknown kind",
+        "--protect-resources: entry 'keda.sh/v1alpha1/scaledjobs:pods=spec': unknown KIND 'pods'",
+    ),
+    Case(
+        "--protect-resources",
+        "example.com/v1/xs:image=spec..image",
+        "bad path",
+        "--protect-resources: entry 'example.com/v1/xs:image=spec..image': ",
+    ),
+    Case(
+        "--protect-resources",
+        "example.com/xs:image=spec.image",
+        "bad resource",
+        "--protect-resources: entry 'example.com/xs:image=spec.image': ",
+    ),
     Case("--allow-empty", "yes please", "wrong type", "--allow-empty: expected a boolean"),
     Case("--allow-empty-namespaces", "batch", "conflicting", "--allow-empty-namespaces: batch is"),
     Case("--allow-empty-clusters", "", "missing value", "-allow-empty-clusters: expected one"),
@@ -243,6 +273,31 @@ CONFIG_CASES = (
         ENTRY + "    delete-orphaned-artifacts: 'yes'\n",
         "wrong type",
         "repositories[0].delete-orphaned-artifacts: expected true or false",
+    ),
+    Case(
+        "protect-resources",
+        "protect-resources: keda-scaledjobs\n",
+        "wrong type",
+        "protect-resources: expected a list of presets and resource entries, got a string",
+    ),
+    Case("protect-resources", "protect-resources: [5]\n", "wrong type", "protect-resources[0]: "),
+    Case(
+        "protect-resources",
+        "protect-resources: [argo]\n",
+        "unknown preset",
+        "protect-resources[0]: unknown preset",
+    ),
+    Case(
+        "protect-resources",
+        "protect-resources:\n  - {resource: example.com/v1/xs, pod-spec: [spec]}\n",
+        "unknown key",
+        "protect-resources[0]: ",
+    ),
+    Case(
+        "protect-resources",
+        "protect-resources:\n  - {resource: example.com/v1/xs}\n",
+        "no path",
+        "protect-resources[0]: ",
     ),
 )
 
@@ -549,7 +604,7 @@ def test_every_flag_variable_and_config_key_has_a_case() -> None:
     variables = {c.name for c in ENV_CASES}
     variables |= {cli.ENV_PREFIX + n.upper().replace("-", "_") for n in ANY_STRING}
     assert {f.env for f in cli.FLAGS} <= variables
-    assert set(CONFIG_KEYS) <= {c.name for c in CONFIG_CASES}
+    assert {*CONFIG_KEYS, *CONFIG_SECTIONS} <= {c.name for c in CONFIG_CASES}
 
 
 def test_the_table_in_the_docs_is_generated_from_the_cases() -> None:

@@ -20,6 +20,7 @@ import yaml
 
 import controller
 from controller.cli import FLAGS, parse_settings
+from controller.resources import chart_presets
 from controller.settings import DEFAULT_PROTECT_WORKLOADS, WORKLOAD_KINDS, Settings
 from controller.sources import KINDS
 from sandbox.kubesim import ThreadedKubeSimulator, write_kubeconfig
@@ -607,6 +608,9 @@ def needed(settings: Settings) -> Grants:
     grants: Grants = {
         (scope, api_group(kind), kind, ""): {"list", "watch"} for scope in scopes for kind in kinds
     }
+    for entry in settings.protect_resources:  # a cluster-scoped resource is read cluster-wide
+        for scope in scopes if entry.namespaced else ("cluster",):
+            grants[(scope, entry.group, entry.resource, "")] = {"list", "watch"}
     if settings.leader_elect:
         assert settings.lease_namespace is not None
         grants[(settings.lease_namespace, "coordination.k8s.io", "leases", "")] = {"create"}
@@ -626,6 +630,11 @@ RBAC_CASES: dict[str, dict[str, Any]] = {
     "namespaces, pods only": {"namespaces": ["shop"], "protectWorkloads": "none"},
     "no leader election": {"leaderElection": {"enabled": False}},
     "another lease": {"leaderElection": {"leaseName": "pruner"}},
+    "custom resources": {"protectResources": ["tekton", "argo-rollouts", "x.io/v1/ys:image=a"]},
+    "custom resources, namespaces": {
+        "namespaces": ["shop"],
+        "protectResources": ["argo-workflows", "x.io/v1/zs:scope=cluster;pod-spec=spec"],
+    },
 }
 
 
@@ -662,6 +671,21 @@ def test_protect_workloads_default_is_the_controllers_default() -> None:
     resources = {k[2] for k in grants_of(r)}
     assert "controllerrevisions" not in resources
     assert "cronjobs" in resources
+
+
+def test_the_chart_s_preset_file_is_generated_from_the_controller_s_presets() -> None:
+    path = CHART / "files" / "resource-presets.yaml"
+    assert path.read_text() == chart_presets(), "run scripts/render-chart-presets"
+
+
+def test_an_unknown_preset_or_a_bad_entry_fails_the_render() -> None:
+    for value, message in (
+        ("keda", 'protectResources: unknown preset "keda"'),
+        ("x.io/ys:image=a", "expected GROUP/VERSION/RESOURCE:KIND=PATH"),
+    ):
+        result = template(merged(BARE, {"protectResources": [value]}))
+        assert result.returncode != 0
+        assert message in result.stderr
 
 
 def test_a_namespaced_install_has_no_cluster_role() -> None:

@@ -489,6 +489,12 @@ ENV_CASES: list[tuple[str, str, Callable[[Settings], object], object]] = [
     ("ECR_CLEANUP_KEEP_YOUNGER_THAN", "2w", lambda s: s.rules.keep_younger_than, timedelta(14)),
     ("ECR_CLEANUP_KEEP_PULLED_WITHIN", "1d", lambda s: s.rules.keep_pulled_within, timedelta(1)),
     (
+        "ECR_CLEANUP_PROTECT_RESOURCES",
+        "keda-scaledjobs",
+        lambda s: [e.qualified for e in s.protect_resources],
+        ["scaledjobs.keda.sh"],
+    ),
+    (
         "ECR_CLEANUP_DELETE_ARCHIVED_AFTER",
         "180d",
         lambda s: s.rules.delete_archived_after,

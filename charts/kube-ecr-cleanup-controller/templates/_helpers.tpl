@@ -91,6 +91,7 @@ region: region
 registryId: registry-id
 namespaces: namespaces
 protectWorkloads: protect-workloads
+protectResources: protect-resources
 allowEmpty: allow-empty
 allowEmptyNamespaces: allow-empty-namespaces
 allowEmptyClusters: allow-empty-clusters
@@ -243,6 +244,49 @@ workload kinds, by API group.
 {{- if $batch }}
 - apiGroups: [batch]
   resources: [{{ join ", " $batch }}]
+  verbs: [list, watch]
+{{- end }}
+{{- include "kube-ecr-cleanup-controller.customRules" (dict "root" . "namespaced" true "cluster" (not .Values.namespaces)) }}
+{{- end }}
+
+{{/*
+The custom resources that protectResources enables (--protect-resources), as a JSON list of
+{group, resource, namespaced}: a preset's from files/resource-presets.yaml (generated from
+controller/resources.py), an entry's from its GROUP/VERSION/RESOURCE and its scope=cluster.
+*/}}
+{{- define "kube-ecr-cleanup-controller.customResources" -}}
+{{- $presets := .Files.Get "files/resource-presets.yaml" | fromYaml }}
+{{- $found := list }}
+{{- range .Values.protectResources }}
+{{- if contains "/" . }}
+{{- $parts := splitList "/" (first (splitList ":" .)) }}
+{{- if ne (len $parts) 3 }}
+{{- fail (printf "protectResources: %q: expected GROUP/VERSION/RESOURCE:KIND=PATH" .) }}
+{{- end }}
+{{- $found = append $found (dict "group" (index $parts 0) "resource" (index $parts 2) "namespaced" (not (has "scope=cluster" (splitList ";" (last (splitList ":" .)))))) }}
+{{- else if hasKey $presets . }}
+{{- $found = concat $found (index $presets .) }}
+{{- else }}
+{{- fail (printf "protectResources: unknown preset %q; presets: %s" . (keys $presets | sortAlpha | join ", ")) }}
+{{- end }}
+{{- end }}
+{{- toJson $found }}
+{{- end }}
+
+{{/*
+list and watch on the enabled custom resources, one rule per API group: the namespaced ones
+(`namespaced`), the cluster-scoped ones (`cluster`), or both.
+*/}}
+{{- define "kube-ecr-cleanup-controller.customRules" -}}
+{{- $byGroup := dict }}
+{{- range include "kube-ecr-cleanup-controller.customResources" .root | fromJsonArray }}
+{{- if or (and .namespaced $.namespaced) (and (not .namespaced) $.cluster) }}
+{{- $_ := set $byGroup .group (append (get $byGroup .group | default list) .resource | uniq) }}
+{{- end }}
+{{- end }}
+{{- range $group := keys $byGroup | sortAlpha }}
+- apiGroups: [{{ $group }}]
+  resources: [{{ get $byGroup $group | sortAlpha | join ", " }}]
   verbs: [list, watch]
 {{- end }}
 {{- end }}
