@@ -25,6 +25,7 @@ from controller.images import (
     Digest,
     ImageRef,
     InvalidReference,
+    is_digest,
     parse_image_id,
     parse_reference,
 )
@@ -106,6 +107,12 @@ class _Collector:
         if tag is not None:
             self.tags.add(tag)
 
+    def digest(self, value: object) -> None:
+        if isinstance(value, str) and is_digest(value):
+            self.digests.add(Digest(sys.intern(value)))
+        elif value is not None:
+            self.malformed.append(value if isinstance(value, str) else repr(value))
+
     def images(
         self, obj: object, fields: tuple[str, ...], key: str, parse: Callable[[str], _Found]
     ) -> None:
@@ -155,6 +162,20 @@ def extract_pod_template(obj: Mapping[str, Any], *template_path: str) -> Extract
     """References held by the pod template at `template_path` (e.g. spec, template, spec)."""
     collector = _Collector()
     collector.pod_spec(_dig(obj, *template_path))
+    return collector.result()
+
+
+def extract_images(images: Iterable[object], *, digests: Iterable[object] = ()) -> Extraction:
+    """References named outside Kubernetes: `images` are image strings read as a pod spec's
+    `image:` (an ECS container definition's image, a Lambda function's ImageUri), so an image in
+    another registry or region protects exactly what it would in a pod; `digests` are bare
+    manifest digests a runtime reports (an ECS container's imageDigest). None is skipped; any
+    other value that does not parse is reported as malformed."""
+    collector = _Collector()
+    for image in images:
+        collector.image(image, _found_in_spec)
+    for digest in digests:
+        collector.digest(digest)
     return collector.result()
 
 

@@ -13,6 +13,7 @@ from controller.inventory import (
     NO_REFERENCES,
     InUseIndex,
     References,
+    extract_images,
     extract_pod,
     extract_pod_template,
 )
@@ -102,6 +103,16 @@ def test_extract_pod_template_for_workloads() -> None:
     }
     found = extract_pod_template(cronjob, "spec", "jobTemplate", "spec", "template", "spec")
     assert found.references.digests == {D1}
+
+
+def test_extract_images_reads_strings_as_pod_specs_and_bare_digests() -> None:
+    found = extract_images(
+        [f"{HOST}/app:v1", f"{HOST}/job@{D1}", "nginx", None, f"{HOST}/App:v1", 3],
+        digests=[D2, None, "sha256:nope"],
+    )
+    assert found.references == References(frozenset({D1, D2}), frozenset({tag("app", "v1")}))
+    assert found.malformed == (f"{HOST}/App:v1", "3", "sha256:nope")
+    assert extract_images([]) == extract_pod({})
 
 
 def test_index_counts_references_across_objects() -> None:
