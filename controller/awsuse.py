@@ -114,7 +114,7 @@ class AwsSourceError(Exception):
     def __init__(
         self, operation: str, code: str, message: str, *, action: str, retryable: bool = False
     ) -> None:
-        super().__init__(f"{operation}: {code}: {message}")
+        super().__init__(operation, code, message)
         self.operation = operation
         self.code = code
         self.message = message
@@ -122,6 +122,9 @@ class AwsSourceError(Exception):
         # the IAM action of the call, e.g. "ecs:DescribeTasks"
         self.retryable = retryable
         # a throttle, a 5xx or a connection failure: the next poll may succeed
+
+    def __str__(self) -> str:
+        return f"{self.operation}: {self.code}: {self.message}"
 
     @property
     def denied(self) -> bool:
@@ -134,7 +137,9 @@ class AwsDenied(AwsSourceError):
 
     def __init__(self, operation: str, code: str, message: str, *, action: str) -> None:
         super().__init__(operation, code, message, action=action)
-        self.args = (f"{action} denied ({code}): {message}",)
+
+    def __str__(self) -> str:
+        return f"{self.action} denied ({self.code}): {self.message}"
 
     @property
     def denied(self) -> bool:
@@ -189,6 +194,32 @@ def revisions_to_keep(
         for r in sorted(revisions, key=lambda r: r.number, reverse=True)[: max(0, newest)]
     }
     return frozenset(kept) | frozenset(unranked), tuple(unranked)
+
+
+def _items(value: object) -> list[Mapping[str, Any]]:
+    """The objects of a JSON list; nothing for anything else (a field absent or of a wrong type)."""
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def service_task_definitions(service: Mapping[str, Any]) -> frozenset[str]:
+    """The task definitions a DescribeServices entry may start tasks from: its own, its PRIMARY
+    and ACTIVE deployments' (an ACTIVE one is still being replaced, and a failed rollout returns
+    to it), and every task set's (EXTERNAL and CODE_DEPLOY controllers)."""
+    arns = [service.get("taskDefinition")]
+    arns += [
+        d.get("taskDefinition")
+        for d in _items(service.get("deployments"))
+        if d.get("status") in LIVE_DEPLOYMENTS
+    ]
+    arns += [t.get("taskDefinition") for t in _items(service.get("taskSets"))]
+    return frozenset(a for a in arns if isinstance(a, str) and a)
+
+
+def task_images(task: Mapping[str, Any]) -> tuple[list[object], list[object]]:
+    """A DescribeTasks entry's containers: their image strings and the digests ECS reports once
+    it has pulled (`imageDigest`, absent before)."""
+    containers = _items(task.get("containers"))
+    return [c.get("image") for c in containers], [c.get("imageDigest") for c in containers]
 
 
 def usage_references(images: Iterable[object], digests: Iterable[object] = ()) -> Extraction:
@@ -502,12 +533,7 @@ class _EcsPoll:
             # `failures` lists services deleted since the listing: nothing of theirs runs
             for service in _objects(page, "services", "DescribeServices", "ecs:DescribeServices"):
                 count += 1
-                self.definition(service.get("taskDefinition"))
-                for deployment in _items(service.get("deployments")):
-                    if deployment.get("status") in LIVE_DEPLOYMENTS:
-                        self.definition(deployment.get("taskDefinition"))
-                for task_set in _items(service.get("taskSets")):
-                    self.definition(task_set.get("taskDefinition"))
+                self.definitions |= service_task_definitions(service)
         return count
 
     async def tasks(self, cluster: str) -> int:
@@ -521,15 +547,13 @@ class _EcsPoll:
             )
             for task in _objects(page, "tasks", "DescribeTasks", "ecs:DescribeTasks"):
                 count += 1
-                self.definition(task.get("taskDefinitionArn"))
-                for container in _items(task.get("containers")):
-                    self.images.append(container.get("image"))
-                    self.digests.append(container.get("imageDigest"))
+                definition = task.get("taskDefinitionArn")
+                if isinstance(definition, str) and definition:
+                    self.definitions.add(definition)
+                images, digests = task_images(task)
+                self.images += images
+                self.digests += digests
         return count
-
-    def definition(self, arn: object) -> None:
-        if isinstance(arn, str) and arn:
-            self.definitions.add(arn)
 
     async def describe_definitions(self) -> None:
         missing = sorted(a for a in self.definitions if a not in self.cache.images)
@@ -551,10 +575,6 @@ class _EcsPoll:
         self.cache.retain(self.definitions)
         for arn in self.definitions:
             self.images.extend(self.cache.images[arn])
-
-
-def _items(value: object) -> list[Mapping[str, Any]]:
-    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ from controller.awsuse import (
     poll_ecs,
     poll_lambda,
     revisions_to_keep,
+    service_task_definitions,
+    task_images,
     usage_references,
 )
 from controller.ecr import CallStats, new_session
@@ -143,6 +145,45 @@ def test_kept_revisions_are_each_familys_newest(
     for family, numbers in families.items():
         mine = {r.number for a in kept if (r := parse_revision(a)) and r.family == family}
         assert mine == set(sorted(numbers, reverse=True)[:newest])
+
+
+@pytest.mark.parametrize(
+    ("service", "expected"),
+    [
+        ({}, set()),
+        ({"taskDefinition": td("web", 3)}, {td("web", 3)}),
+        (
+            {
+                "taskDefinition": td("web", 3),
+                "deployments": [
+                    {"status": "PRIMARY", "taskDefinition": td("web", 3)},
+                    {"status": "ACTIVE", "taskDefinition": td("web", 2)},  # being replaced
+                    {"status": "INACTIVE", "taskDefinition": td("web", 1)},  # history
+                ],
+            },
+            {td("web", 3), td("web", 2)},
+        ),
+        (  # CODE_DEPLOY / EXTERNAL: the task sets say what runs
+            {"taskSets": [{"taskDefinition": td("web", 5)}, {"taskDefinition": td("web", 4)}]},
+            {td("web", 5), td("web", 4)},
+        ),
+        ({"deployments": "nope", "taskSets": [None, {"taskDefinition": 3}]}, set()),
+    ],
+)
+def test_service_task_definitions(service: dict[str, Any], expected: set[str]) -> None:
+    assert service_task_definitions(service) == expected
+
+
+def test_task_images_are_every_containers_image_and_digest() -> None:
+    task = {
+        "containers": [
+            {"image": f"{HOST}/app:v1", "imageDigest": D1},
+            {"image": "nginx:1.27"},  # not pulled yet: no digest
+            "garbage",
+        ]
+    }
+    assert task_images(task) == ([f"{HOST}/app:v1", "nginx:1.27"], [D1, None])
+    assert task_images({"containers": None}) == ([], [])
 
 
 @pytest.mark.parametrize(
@@ -389,6 +430,24 @@ async def test_immutable_revisions_and_versions_are_described_once(moto: str) ->
     assert {t.tag for t in second.references.tags} == {"v1", "v2"}
     assert stats.calls["DescribeTaskDefinition"] == 2  # web:1 once, web:2 once
     assert set(cache.images) == {td("web", 1), td("web", 2)}
+
+    ecr = MotoEcr(moto)
+    ecr.create("app")
+    digest = {t: Digest(ecr.push("app", t, t)) for t in ("v1", "v2")}
+    lam = client(moto, "lambda")
+    lam.create_function(
+        FunctionName="fn",
+        Role=lambda_role(moto),
+        PackageType="Image",
+        Code={"ImageUri": f"{HOST}/app:v1"},
+    )
+    lam.publish_version(FunctionName="fn")
+    lam.update_function_code(FunctionName="fn", ImageUri=f"{HOST}/app:v2")
+    functions = UsageCache()
+    polls = [await poll_lambda(session, region=REGION, stats=stats, cache=functions) for _ in "ab"]
+    assert polls[0] == polls[1]
+    assert polls[1].references.digests == {digest["v1"], digest["v2"]}
+    assert stats.calls["GetFunction"] == 2 + 1  # $LATEST each poll, version 1 once
 
 
 def _policy(*statements: dict[str, Any]) -> str:
