@@ -258,3 +258,27 @@ def iam_enforced() -> Iterator[None]:
         yield
     finally:
         moto.settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = before
+
+
+@contextmanager
+def throttling(operation: str, times: int) -> Iterator[list[int]]:
+    """moto's ECS answers its first `times` calls of `operation` (a response method name such
+    as "list_tasks") with ThrottlingException, HTTP 400, as ECS does past its rate; moto itself
+    never throttles. Yields the count of calls answered so far (one element)."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.ecs.responses import EC2ContainerServiceResponse
+
+    original = getattr(EC2ContainerServiceResponse, operation)
+    seen = [0]
+
+    def limited(self: Any) -> Any:
+        seen[0] += 1
+        if seen[0] <= times:
+            raise JsonRESTError("ThrottlingException", "Rate exceeded")
+        return original(self)
+
+    setattr(EC2ContainerServiceResponse, operation, limited)
+    try:
+        yield seen
+    finally:
+        setattr(EC2ContainerServiceResponse, operation, original)

@@ -63,6 +63,7 @@ from sandbox.moto import (
     moto_server,
     paged,
     set_image_digests,
+    throttling,
 )
 from tests.profiles import examples
 
@@ -448,6 +449,36 @@ async def test_immutable_revisions_and_versions_are_described_once(moto: str) ->
     assert polls[0] == polls[1]
     assert polls[1].references.digests == {digest["v1"], digest["v2"]}
     assert stats.calls["GetFunction"] == 2 + 1  # $LATEST each poll, version 1 once
+
+
+@pytest.mark.usefixtures("no_back_off")
+async def test_throttles_are_retried_and_counted_as_for_ecr(
+    moto: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ECS client has ECR's reading config: adaptive retries, each throttle counted. The
+    adaptive mode's client-side rate limit is what it is for; here it would only add waits."""
+    from aiobotocore.retries.adaptive import AsyncClientRateLimiter
+
+    async def send_now(_self: Any, **_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(AsyncClientRateLimiter, "on_sending_request", send_now)
+    ecs = ecs_seed(moto)
+    ecs.create_cluster(clusterName="prod")
+    register(ecs, "web", f"{HOST}/app:v1")
+    ecs.run_task(cluster="prod", taskDefinition="web:1", launchType="FARGATE")
+    stats = CallStats()
+    with throttling("describe_tasks", 3) as answered:
+        usage = await poll_ecs(new_session(), region=REGION, stats=stats)
+    assert usage.counts.tasks == 1
+    assert answered == [4]  # three throttled attempts, then the answer
+    assert stats.calls["DescribeTasks"] == 1  # one call to the poll
+    assert stats.throttles["DescribeTasks"] == 3
+
+    with throttling("list_clusters", 99), pytest.raises(AwsSourceError) as failed:
+        await poll_ecs(new_session(), region=REGION)
+    assert (failed.value.code, failed.value.retryable) == ("ThrottlingException", True)
+    assert not failed.value.denied
 
 
 def _policy(*statements: dict[str, Any]) -> str:
