@@ -24,8 +24,8 @@ another account; the credentials live in the poll's clients only and are never l
 Image strings become references through `inventory.extract_images`, the parsing pods get: a
 tag protects only in the ECR registry (account and region) its host names, a digest in any
 repository. A string that does not parse is counted and logged, never fatal. Which revisions
-to keep and which strings become references are decided by pure functions
-(`revisions_to_keep`, `usage_references`); the rest of the module makes the calls.
+to keep, which task definitions a service or task needs and which strings become references
+are decided by `awsrefs`, a pure module; this one makes the calls.
 
 Every listing is paged to its end. Reading calls go through the ECR gateway's botocore
 configuration (`ecr.reading_config`: adaptive retries, throttles counted in a `CallStats` by
@@ -53,6 +53,13 @@ from aiobotocore.config import AioConfig
 from botocore import xform_name
 from botocore.exceptions import BotoCoreError, ClientError
 
+from controller.awsrefs import (
+    objects_in,
+    revisions_to_keep,
+    service_task_definitions,
+    task_images,
+    usage_references,
+)
 from controller.ecr import (
     CALL_BUDGET,
     CallStats,
@@ -61,7 +68,7 @@ from controller.ecr import (
     is_retryable,
     reading_config,
 )
-from controller.inventory import Extraction, References, extract_images
+from controller.inventory import References
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +85,6 @@ ECS_PAGE: Final = 100  # ListClusters, ListServices, ListTasks, ListTaskDefiniti
 DESCRIBE_SERVICES: Final = 10  # services per DescribeServices call
 DESCRIBE_TASKS: Final = 100  # tasks per DescribeTasks call
 LAMBDA_PAGE: Final = 50  # ListFunctions, ListVersionsByFunction MaxItems
-LIVE_DEPLOYMENTS: Final = frozenset({"PRIMARY", "ACTIVE"})
-# a service deployment in one of these states runs, or may run, tasks; INACTIVE ones are history
 LATEST: Final = "$LATEST"
 GONE: Final = "ResourceNotFoundException"
 # Lambda's answer for a function or version deleted between the listing and the call: it runs nothing
@@ -150,82 +155,6 @@ def is_denied(code: str, status: int) -> bool:
     """Whether an error answer means missing permission: AccessDenied, AccessDeniedException
     (ECS, Lambda, STS), or any HTTP 403 (moto answers a denied JSON call with code "403")."""
     return code.startswith("AccessDenied") or status == 403
-
-
-# ---------------------------------------------------------------------------------------------
-# Decisions (pure)
-
-
-@dataclass(frozen=True, slots=True)
-class Revision:
-    """One task-definition revision, from its ARN `…:task-definition/<family>:<revision>`."""
-
-    family: str
-    number: int
-    arn: str
-
-
-def parse_revision(arn: str) -> Revision | None:
-    """The family and revision number an ECS task-definition ARN names; None if it names none."""
-    _, marker, rest = arn.partition(":task-definition/")
-    family, colon, number = rest.rpartition(":")
-    if not marker or not colon or not family or not number.isdigit():
-        return None
-    return Revision(family, int(number), arn)
-
-
-def revisions_to_keep(
-    arns: Iterable[str], *, newest: int
-) -> tuple[frozenset[str], tuple[str, ...]]:
-    """The newest `newest` revisions of each family among `arns` (ListTaskDefinitions' ACTIVE
-    ones), whatever order they come in; and the ARNs that name no revision, kept too (a
-    revision that cannot be ranked is not given up), to be reported as malformed."""
-    families: dict[str, list[Revision]] = {}
-    unranked: list[str] = []
-    for arn in arns:
-        revision = parse_revision(arn)
-        if revision is None:
-            unranked.append(arn)
-        else:
-            families.setdefault(revision.family, []).append(revision)
-    kept = {
-        r.arn
-        for revisions in families.values()
-        for r in sorted(revisions, key=lambda r: r.number, reverse=True)[: max(0, newest)]
-    }
-    return frozenset(kept) | frozenset(unranked), tuple(unranked)
-
-
-def _items(value: object) -> list[Mapping[str, Any]]:
-    """The objects of a JSON list; nothing for anything else (a field absent or of a wrong type)."""
-    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
-
-
-def service_task_definitions(service: Mapping[str, Any]) -> frozenset[str]:
-    """The task definitions a DescribeServices entry may start tasks from: its own, its PRIMARY
-    and ACTIVE deployments' (an ACTIVE one is still being replaced, and a failed rollout returns
-    to it), and every task set's (EXTERNAL and CODE_DEPLOY controllers)."""
-    arns = [service.get("taskDefinition")]
-    arns += [
-        d.get("taskDefinition")
-        for d in _items(service.get("deployments"))
-        if d.get("status") in LIVE_DEPLOYMENTS
-    ]
-    arns += [t.get("taskDefinition") for t in _items(service.get("taskSets"))]
-    return frozenset(a for a in arns if isinstance(a, str) and a)
-
-
-def task_images(task: Mapping[str, Any]) -> tuple[list[object], list[object]]:
-    """A DescribeTasks entry's containers: their image strings and the digests ECS reports once
-    it has pulled (`imageDigest`, absent before)."""
-    containers = _items(task.get("containers"))
-    return [c.get("image") for c in containers], [c.get("imageDigest") for c in containers]
-
-
-def usage_references(images: Iterable[object], digests: Iterable[object] = ()) -> Extraction:
-    """The references what ECS and Lambda name hold: image strings as pods' (`extract_images`),
-    and bare digests (ECS `imageDigest`)."""
-    return extract_images(images, digests=digests)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -568,7 +497,7 @@ class _EcsPoll:
                     f"{arn}: no taskDefinition",
                 )
             return arn, tuple(
-                c.get("image") for c in _items(definition.get("containerDefinitions"))
+                c.get("image") for c in objects_in(definition.get("containerDefinitions"))
             )
 
         self.cache.images.update(await self.call.each(missing, describe))

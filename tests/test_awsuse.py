@@ -1,5 +1,5 @@
-"""What ECS and Lambda use (controller/awsuse.py): the pure decisions, table- and property-tested,
-and the polls against moto's ECS, Lambda, STS and IAM over HTTP, through aioboto3.
+"""What ECS and Lambda use (controller/awsuse.py): the pure decisions (controller/awsrefs.py),
+table- and property-tested, and the polls against moto's ECS, Lambda, STS and IAM over HTTP, through aioboto3.
 
 What moto 5.2.5 does and does not model, and what this module does about it:
 - ECS listings (ListClusters, ListServices, ListTasks, ListTaskDefinitions) ignore maxResults
@@ -35,6 +35,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.awsrefs import (
+    parse_revision,
+    revisions_to_keep,
+    service_task_definitions,
+    task_images,
+    usage_references,
+)
 from controller.awsuse import (
     SESSION_NAME,
     Account,
@@ -43,13 +50,8 @@ from controller.awsuse import (
     UsageCache,
     UsageCounts,
     is_denied,
-    parse_revision,
     poll_ecs,
     poll_lambda,
-    revisions_to_keep,
-    service_task_definitions,
-    task_images,
-    usage_references,
 )
 from controller.ecr import CallStats, new_session
 from controller.identifiers import RepositoryId, TagRef
@@ -91,6 +93,7 @@ def td(family: str, revision: int, account: str = ACCOUNT) -> str:
         ("web:3", None),  # a family:revision, not an ARN
         (td("web", 3).replace(":3", ""), None),
         (td("web", 3).replace(":3", ":x"), None),
+        (td("web", 3).replace(":3", ":²"), None),  # a digit to str.isdigit, not to int()
         ("arn:aws:ecs:us-east-1:123456789012:task-definition/:3", None),
         ("", None),
     ],
