@@ -298,7 +298,7 @@ class _Caller:
 
     async def each(self, items: Sequence[_T], fetch: Callable[[_T], Awaitable[_R]]) -> list[_R]:
         """`fetch` of every item, at most the limiter's tokens in flight; the first failure is
-        raised (as itself, not in an exception group) once the others have finished."""
+        raised (as itself, not in an exception group), the calls still in flight cancelled."""
         results: list[_R | None] = [None] * len(items)
         failures: list[AwsSourceError] = []
 
@@ -307,6 +307,7 @@ class _Caller:
                 results[index] = await fetch(item)
             except AwsSourceError as exc:
                 failures.append(exc)
+                tg.cancel_scope.cancel()  # the poll fails: the other calls are not needed
 
         async with anyio.create_task_group() as tg:
             for index, item in enumerate(items):
@@ -331,6 +332,22 @@ def _objects(
     page: Mapping[str, Any], key: str, operation: str, action: str
 ) -> list[Mapping[str, Any]]:
     return [item for item in _list(page, key, operation, action) if isinstance(item, Mapping)]
+
+
+def _described(page: Mapping[str, Any], key: str, operation: str) -> list[Mapping[str, Any]]:
+    """DescribeServices' or DescribeTasks' `key` objects. A `failures` entry whose reason is
+    MISSING is a service or task gone since the listing (nothing of it runs); any other reason
+    leaves the poll without a view of it, and fails it."""
+    action = f"ecs:{operation}"
+    for failure in objects_in(_list(page, "failures", operation, action)):
+        if failure.get("reason") != "MISSING":
+            raise AwsSourceError(
+                operation,
+                "Failure",
+                f"{failure.get('arn')}: {failure.get('reason')}: {failure.get('detail', '')}",
+                action=action,
+            )
+    return _objects(page, key, operation, action)
 
 
 async def _credentials(
@@ -459,8 +476,7 @@ class _EcsPoll:
             page = await self.call(
                 self.ecs, "ecs", "DescribeServices", cluster=cluster, services=list(chunk)
             )
-            # `failures` lists services deleted since the listing: nothing of theirs runs
-            for service in _objects(page, "services", "DescribeServices", "ecs:DescribeServices"):
+            for service in _described(page, "services", "DescribeServices"):
                 count += 1
                 self.definitions |= service_task_definitions(service)
         return count
@@ -474,7 +490,7 @@ class _EcsPoll:
             page = await self.call(
                 self.ecs, "ecs", "DescribeTasks", cluster=cluster, tasks=list(chunk)
             )
-            for task in _objects(page, "tasks", "DescribeTasks", "ecs:DescribeTasks"):
+            for task in _described(page, "tasks", "DescribeTasks"):
                 count += 1
                 definition = task.get("taskDefinitionArn")
                 if isinstance(definition, str) and definition:

@@ -610,3 +610,18 @@ async def test_any_other_failure_names_operation_and_code(moto: str) -> None:
     assert failed.value.action == "ecs:DescribeTaskDefinition"
     assert (failed.value.code, failed.value.retryable) == ("ClientException", False)
     assert str(failed.value).startswith("DescribeTaskDefinition: ClientException: ")
+
+
+def test_a_describe_failure_other_than_missing_fails_the_poll() -> None:
+    """moto's DescribeServices and DescribeTasks never report a failure for something listed a
+    moment before; the reading of their `failures` is tested on the answer's shape."""
+    from controller.awsuse import _described
+
+    gone = {"arn": "arn:aws:ecs:us-east-1:123456789012:task/prod/1", "reason": "MISSING"}
+    task = {"taskDefinitionArn": td("web", 1)}
+    assert _described({"tasks": [task], "failures": [gone]}, "tasks", "DescribeTasks") == [task]
+    odd = {**gone, "reason": "TIMEOUT", "detail": "try again"}
+    with pytest.raises(AwsSourceError) as failed:
+        _described({"tasks": [task], "failures": [gone, odd]}, "tasks", "DescribeTasks")
+    assert str(failed.value) == f"DescribeTasks: Failure: {gone['arn']}: TIMEOUT: try again"
+    assert failed.value.action == "ecs:DescribeTasks"
