@@ -34,6 +34,19 @@ configuration (`ecr.reading_config`: adaptive retries, throttles counted in a `C
 Task definition revisions and published Lambda versions are immutable: a `UsageCache` passed
 from poll to poll keeps what each one names, so a steady account costs the listings only.
 
+Task definitions are regional: the newest revisions of a family are kept whichever cluster
+(matching the glob or not) runs them; the glob selects the services and tasks read.
+
+From a poll loop, one source per (account, region, ECS or Lambda), its cache kept across polls:
+
+    try:
+        usage = await poll_ecs(session, region=r, account=a, stats=stats, cache=cache)
+    except AwsSourceError as exc:   # AwsDenied when exc.denied; exc.retryable for a throttle
+        ...                         # mark the source untrusted, reason str(exc); keep its view
+    else:
+        index.replace(source, {"ecs": usage.references})   # synced; count usage.counts,
+                                                           # len(usage.malformed)
+
 Exceptions (a caller marks the source untrusted with `str(exc)` as the reason):
     AwsSourceError      a call failed for good (`operation`, `code`, `action`, `retryable`)
     └── AwsDenied       the call was refused (AccessDenied*, HTTP 403): `action` is the IAM
