@@ -214,8 +214,8 @@ class Usage:
 @dataclass
 class UsageCache:
     """What each immutable thing names, from poll to poll: a task-definition revision's
-    container images, a published Lambda version's resolved image. Only what the last poll
-    used is kept."""
+    container images, a published Lambda version's resolved image. One per source: a poll
+    keeps only what it used, so two sources sharing one would evict each other's entries."""
 
     images: dict[str, tuple[object, ...]] = field(default_factory=dict)
 
