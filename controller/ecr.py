@@ -243,6 +243,25 @@ class CallStats:
     # otherwise leave no trace of an ECR in trouble
 
 
+def count_attempt(stats: CallStats, response: Any, operation: Any) -> str | None:
+    """A botocore `needs-retry` event's attempt, counted in `stats`: "throttled" (HTTP 429 or a
+    throttling code), "server-error" (5xx), or None (an answer, or no answer at all). Every
+    gateway that uses `reading_config` registers it, so throttles are counted alike."""
+    if not response:
+        return None
+    http, parsed = response
+    code = parsed.get("Error", {}).get("Code", "") if isinstance(parsed, dict) else ""
+    status = getattr(http, "status_code", 0)
+    name = getattr(operation, "name", "?")
+    if status == 429 or code in {"ThrottlingException", "TooManyRequestsException"}:
+        stats.throttles[name] += 1
+        return "throttled"
+    if status >= 500:
+        stats.server_errors[name] += 1
+        return "server-error"
+    return None
+
+
 class AdaptiveLimit:
     """How many ECR calls may be in flight, adapted to throttling as TCP adapts its window:
     halved when ECR throttles, one more after each window of successful calls, between 1 and
@@ -318,16 +337,8 @@ class AioEcr:
                 each.meta.events.register(f"before-parse.ecr.{operation}", _answer_raw)
 
     def _on_retry_check(self, response: Any = None, operation: Any = None, **_: Any) -> None:
-        if not response:
-            return
-        http, parsed = response
-        code = parsed.get("Error", {}).get("Code", "") if isinstance(parsed, dict) else ""
-        status = getattr(http, "status_code", 0)
-        if status == 429 or code in {"ThrottlingException", "TooManyRequestsException"}:
-            self.stats.throttles[getattr(operation, "name", "?")] += 1
+        if count_attempt(self.stats, response, operation) == "throttled":
             self.limit.throttled()
-        elif status >= 500:
-            self.stats.server_errors[getattr(operation, "name", "?")] += 1
 
     def _registry(self) -> dict[str, str]:
         return {"registryId": self._registry_id} if self._registry_id else {}
@@ -688,19 +699,10 @@ async def open_ecr(
     EKS Pod Identity, instance role). `AWS_ENDPOINT_URL_ECR` is honoured by botocore itself.
 
     Raises `ConfigError` (naming the setting) for a profile or endpoint that cannot be used."""
-    common: dict[str, Any] = {
-        "max_pool_connections": max(10, concurrency * 2),
-        "connect_timeout": 10,
-        "read_timeout": 60,
-        # botocore re-validates every request against the model: for 100 image ids a call that
-        # is most of the request's CPU, and ECR validates the same rules on its side
-        "parameter_validation": False,
-        # who calls, in CloudTrail's userAgent; set, it is also built once instead of being
-        # assembled from a dozen sanitized parts twice per request
-        "user_agent": USER_AGENT,
-    }
-    reading = AioConfig(retries={"mode": "adaptive", "max_attempts": SDK_MAX_RETRIES}, **common)
-    deleting = AioConfig(retries={"mode": "standard", "total_max_attempts": 1}, **common)
+    reading = reading_config(concurrency)
+    deleting = AioConfig(
+        retries={"mode": "standard", "total_max_attempts": 1}, **_common(concurrency)
+    )
     try:
         session = new_session()
     except ProfileNotFound as exc:
@@ -723,6 +725,29 @@ async def open_ecr(
             call_budget=call_budget,
             max_in_flight=concurrency,
         )
+
+
+def _common(concurrency: int) -> dict[str, Any]:
+    return {
+        "max_pool_connections": max(10, concurrency * 2),
+        "connect_timeout": 10,
+        "read_timeout": 60,
+        # botocore re-validates every request against the model: for 100 image ids a call that
+        # is most of the request's CPU, and ECR validates the same rules on its side
+        "parameter_validation": False,
+        # who calls, in CloudTrail's userAgent; set, it is also built once instead of being
+        # assembled from a dozen sanitized parts twice per request
+        "user_agent": USER_AGENT,
+    }
+
+
+def reading_config(concurrency: int) -> AioConfig:
+    """The botocore configuration of every reading client (ECR's, and the ECS, Lambda and STS
+    clients of `awsuse`): adaptive retries, SDK_MAX_RETRIES of them, for throttles, 5xx and
+    connection failures; a pool for `concurrency` calls in flight; the controller's user agent."""
+    return AioConfig(
+        retries={"mode": "adaptive", "max_attempts": SDK_MAX_RETRIES}, **_common(concurrency)
+    )
 
 
 def new_session() -> aioboto3.Session:

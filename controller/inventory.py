@@ -25,6 +25,7 @@ from controller.images import (
     Digest,
     ImageRef,
     InvalidReference,
+    is_digest,
     parse_image_id,
     parse_reference,
 )
@@ -106,6 +107,12 @@ class _Collector:
         if tag is not None:
             self.tags.add(tag)
 
+    def digest(self, value: object) -> None:
+        if isinstance(value, str) and is_digest(value):
+            self.digests.add(Digest(sys.intern(value)))
+        elif value is not None:
+            self.malformed.append(value if isinstance(value, str) else repr(value))
+
     def images(
         self, obj: object, fields: tuple[str, ...], key: str, parse: Callable[[str], _Found]
     ) -> None:
@@ -168,13 +175,17 @@ def extract_parts(
     pod_specs: Iterable[object] = (),
     containers: Iterable[object] = (),
     images: Iterable[object] = (),
+    digests: Iterable[object] = (),
 ) -> Extraction:
-    """References held by pod specs, container objects and image strings found anywhere.
+    """References held by pod specs, container objects, image strings and digests found
+    anywhere: in a custom resource (`resources` finds the parts, this parses them), or outside
+    Kubernetes (an ECS container definition's image, a Lambda function's ImageUri: `awsrefs`).
 
-    For objects whose images are not at a fixed place (custom resources: `resources` finds
-    the parts, this parses them): a pod spec counts its init, regular and ephemeral
-    containers as `extract_pod_template` does, a container its `image`, and every image is
-    parsed as a spec reference. A non-string image (other than null) is reported malformed.
+    A pod spec counts its init, regular and ephemeral containers as `extract_pod_template`
+    does, a container its `image`, and every image is parsed as a spec reference, so an image
+    in another registry or region protects exactly what it would in a pod; `digests` are bare
+    manifest digests a runtime reports (an ECS container's imageDigest). None is skipped; any
+    other value that does not parse is reported as malformed.
     """
     collector = _Collector()
     for spec in pod_specs:
@@ -183,6 +194,8 @@ def extract_parts(
         collector.container(container)
     for image in images:
         collector.image(image, _found_in_spec)
+    for digest in digests:
+        collector.digest(digest)
     return collector.result()
 
 

@@ -157,3 +157,128 @@ class MotoEcr:
             for page in pages
             for d in page["imageDetails"]
         }
+
+
+# -- ECS, Lambda and IAM: what moto does not model -----------------------------------------------
+
+PAGED_ECS = {
+    "list_clusters": "clusterArns",
+    "list_services": "serviceArns",
+    "list_tasks": "taskArns",
+    "list_task_definitions": "taskDefinitionArns",
+}
+# the ECS listings moto answers in one page whatever maxResults asks (ECS: 1-100 per page)
+PAGED_LAMBDA = {"list_functions": "Functions", "list_versions_by_function": "Versions"}
+# the Lambda listings moto answers in one page whatever MaxItems asks (Lambda: 1-50)
+
+
+@contextmanager
+def paged(size: int) -> Iterator[None]:
+    """moto's ECS and Lambda listings (5.2.5: no pagination at all) answered in pages, as AWS
+    does: at most min(`size`, maxResults/MaxItems) items, and a token (nextToken, NextMarker)
+    for the rest. A page smaller than asked is what AWS may send too; the token is an offset."""
+    from moto.awslambda.responses import LambdaResponse
+    from moto.core.responses import ActionResult
+    from moto.ecs.responses import EC2ContainerServiceResponse
+
+    def window(start: str | None, asked: object) -> tuple[int, int]:
+        first = int(start) if start else 0
+        return first, first + min(size, int(asked) if isinstance(asked, int | str) else size)
+
+    def ecs(method: Any, key: str) -> Any:
+        def listing(self: Any) -> Any:
+            items = list(method(self).result[key])
+            first, end = window(self._get_param("nextToken"), self._get_param("maxResults"))
+            page: dict[str, Any] = {key: items[first:end]}
+            if end < len(items):
+                page["nextToken"] = str(end)
+            return ActionResult(page)
+
+        return listing
+
+    def lam(method: Any, key: str) -> Any:
+        def listing(self: Any) -> Any:
+            answer = json.loads(method(self))
+            query = self.querystring
+            first, end = window(
+                query.get("Marker", [None])[0], query.get("MaxItems", [str(size)])[0]
+            )
+            items = answer[key]
+            answer[key] = items[first:end]
+            if end < len(items):
+                answer["NextMarker"] = str(end)
+            return json.dumps(answer)
+
+        return listing
+
+    patched = [
+        *((EC2ContainerServiceResponse, name, ecs, key) for name, key in PAGED_ECS.items()),
+        *((LambdaResponse, name, lam, key) for name, key in PAGED_LAMBDA.items()),
+    ]
+    originals = [(cls, name, getattr(cls, name)) for cls, name, _, _ in patched]
+    for cls, name, wrap, key in patched:
+        setattr(cls, name, wrap(getattr(cls, name), key))
+    try:
+        yield
+    finally:
+        for cls, name, method in originals:
+            setattr(cls, name, method)
+
+
+def set_image_digests(account: str, region: str, cluster: str, digests: dict[str, str]) -> int:
+    """Give the running tasks' containers the `imageDigest` ECS reports once it has pulled
+    (moto 5.2.5 never sets it; its serializer sends the attribute when it exists), by image
+    string; returns the containers changed. moto models one container per task: the task
+    definition's first."""
+    from moto.ecs.models import ecs_backends
+
+    changed = 0
+    for task in ecs_backends[account][region].tasks.get(cluster, {}).values():
+        for container in task.containers:
+            if container.image in digests:
+                container.image_digest = digests[container.image]  # type: ignore[attr-defined]
+                changed += 1
+    return changed
+
+
+@contextmanager
+def iam_enforced() -> Iterator[None]:
+    """moto checks every request's signature and IAM policies (its INITIAL_NO_AUTH_ACTION_COUNT
+    set to 0 in this process, where the server runs) until the block ends. Only calls signed
+    with an IAM user's access key or an assumed role's credentials pass; moto's Lambda does not
+    verify its own signatures (SignatureDoesNotMatch for every call), so only ECS, STS and IAM
+    can be tested under it."""
+    import moto.settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    before = moto.settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count
+    moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+    ActionAuthenticatorMixin.request_count = 0
+    try:
+        yield
+    finally:
+        moto.settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = before
+
+
+@contextmanager
+def throttling(operation: str, times: int) -> Iterator[list[int]]:
+    """moto's ECS answers its first `times` calls of `operation` (a response method name such
+    as "list_tasks") with ThrottlingException, HTTP 400, as ECS does past its rate; moto itself
+    never throttles. Yields the count of calls answered so far (one element)."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.ecs.responses import EC2ContainerServiceResponse
+
+    original = getattr(EC2ContainerServiceResponse, operation)
+    seen = [0]
+
+    def limited(self: Any) -> Any:
+        seen[0] += 1
+        if seen[0] <= times:
+            raise JsonRESTError("ThrottlingException", "Rate exceeded")
+        return original(self)
+
+    setattr(EC2ContainerServiceResponse, operation, limited)
+    try:
+        yield seen
+    finally:
+        setattr(EC2ContainerServiceResponse, operation, original)

@@ -118,6 +118,16 @@ def test_extract_parts_reads_pod_specs_containers_and_images_found_anywhere() ->
     assert extract_parts().references is NO_REFERENCES
 
 
+def test_extract_parts_reads_strings_as_pod_specs_and_bare_digests() -> None:
+    found = extract_parts(
+        images=[f"{HOST}/app:v1", f"{HOST}/job@{D1}", "nginx", None, f"{HOST}/App:v1", 3],
+        digests=[D2, None, "sha256:nope"],
+    )
+    assert found.references == References(frozenset({D1, D2}), frozenset({tag("app", "v1")}))
+    assert found.malformed == (f"{HOST}/App:v1", "3", "sha256:nope")
+    assert extract_parts(images=[]) == extract_pod({})
+
+
 def test_index_counts_references_across_objects() -> None:
     index = InUseIndex()
     index.register(PODS)
