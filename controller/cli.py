@@ -25,6 +25,7 @@ from controller.settings import (
     ARCHIVE_MINIMUM,
     RULE_KNOBS,
     WORKLOAD_KINDS,
+    AwsScope,
     ConfigError,
     Parse,
     RepositoryOverride,
@@ -124,6 +125,52 @@ def _parse_region(text: str, *, field: str) -> str | None:
             field, f"{text!r} is not an AWS region name (such as us-east-1 or eu-central-1)"
         )
     return value or None
+
+
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=.@_/-]{1,512}", re.ASCII)
+
+
+def _parse_aws_scopes(
+    text: str, *, field: str, service: Literal["ecs", "lambda"]
+) -> tuple[AwsScope, ...]:
+    """--protect-ecs / --protect-lambda: bare (or true) is the registry's region, every
+    cluster; false or none is off; else a comma list of `REGION[/CLUSTER-GLOB][;role=ARN]`
+    (Lambda: no cluster part), an empty REGION meaning the registry's."""
+    word = text.strip().lower()
+    if word in ("", "true", "1", "yes"):
+        return (AwsScope(service),)
+    if word in ("false", "0", "no", "none"):
+        return ()
+    scopes: list[AwsScope] = []
+    for item in parse_list(text):
+        where, _, rest = item.partition(";")
+        role = None
+        if rest:
+            key, _, value = rest.partition("=")
+            if key.strip() != "role" or not _ROLE_ARN.fullmatch(value.strip()):
+                raise ConfigError(
+                    field,
+                    f"{item!r}: after ';' expected role=arn:aws:iam::ACCOUNT:role/NAME, "
+                    f"got {rest!r}",
+                )
+            role = value.strip()
+        region_text, slash, clusters = where.partition("/")
+        if slash and service == "lambda":
+            raise ConfigError(
+                field, f"{item!r}: Lambda has no clusters: expected REGION[;role=ARN]"
+            )
+        if slash and not clusters.strip():
+            raise ConfigError(field, f"{item!r}: expected a cluster name or glob after '/'")
+        region = _parse_region(region_text, field=field)
+        scopes.append(
+            AwsScope(
+                service,
+                region,
+                check_glob(clusters.strip(), field=field) if slash else "*",
+                role,
+            )
+        )
+    return tuple(dict.fromkeys(scopes))
 
 
 def _check_endpoint(text: str, *, field: str) -> None:
@@ -489,6 +536,49 @@ FLAGS: tuple[Flag[Any], ...] = (
         "kubernetes",
         metavar="RESOURCES",
         shown="(none)",
+    ),
+    Flag(
+        "protect-ecs",
+        lambda text, *, field: _parse_aws_scopes(text, field=field, service="ecs"),
+        (),
+        "SAFETY: ECS protects its images too: running and pending tasks, the task definitions of "
+        "every service's deployments, and the newest --ecs-keep-task-definitions revisions of each "
+        "family. Alone: every cluster in the registry's region; or a comma list of "
+        "REGION[/CLUSTER-GLOB][;role=ARN] (an IAM role to assume for another account). Polled "
+        "every --aws-sources-interval; a failing or denied poll stops pruning as a cluster does.",
+        "kubernetes",
+        kind="bool",
+        metavar="SCOPES",
+        shown="(off)",
+    ),
+    Flag(
+        "protect-lambda",
+        lambda text, *, field: _parse_aws_scopes(text, field=field, service="lambda"),
+        (),
+        "SAFETY: Lambda functions of package type Image protect their $LATEST image and every "
+        "published version's. Alone: the registry's region; or a comma list of REGION[;role=ARN].",
+        "kubernetes",
+        kind="bool",
+        metavar="REGIONS",
+        shown="(off)",
+    ),
+    Flag(
+        "aws-sources-interval",
+        parse_duration,
+        _DEFAULTS.aws_sources_interval,
+        "Time between two polls of each ECS and Lambda source.",
+        "kubernetes",
+        metavar="DURATION",
+    ),
+    Flag(
+        "ecs-keep-task-definitions",
+        parse_positive_int,
+        _DEFAULTS.ecs_keep_task_definitions,
+        "The newest ACTIVE revisions of each ECS task-definition family that protect their images, "
+        "for rollbacks (every ACTIVE revision would protect almost everything: families are "
+        "rarely deregistered).",
+        "kubernetes",
+        metavar="N",
     ),
     Flag(
         "allow-empty",
@@ -932,6 +1022,9 @@ def _settings(
         max_staleness=sources.get("max-staleness"),
         protect_workloads=sources.get("protect-workloads"),
         protect_resources=protect_resources,
+        protect_aws=(*sources.get("protect-ecs"), *sources.get("protect-lambda")),
+        aws_sources_interval=sources.get("aws-sources-interval"),
+        ecs_keep_task_definitions=sources.get("ecs-keep-task-definitions"),
         leader_elect=leader_elect,
         lease_name=sources.get("lease-name"),
         lease_namespace=lease_namespace,

@@ -414,6 +414,24 @@ class OverrideIndex:
 
 
 @dataclass(frozen=True, slots=True)
+class AwsScope:
+    """One AWS source of --protect-ecs or --protect-lambda: a service in a region (None: the
+    registry's), its clusters (ECS only; a glob), and the IAM role to assume to read it (None:
+    the controller's own credentials)."""
+
+    service: Literal["ecs", "lambda"]
+    region: str | None = None
+    clusters: str = "*"
+    role: str | None = None
+
+    def __str__(self) -> str:
+        where = self.region or "(registry region)"
+        if self.service == "ecs":
+            where += f"/{self.clusters}"
+        return f"{self.service}:{where}" + (f" as {self.role}" if self.role else "")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the controller needs to run, validated; built by the CLI from argv and env."""
 
@@ -460,10 +478,16 @@ class Settings:
     max_staleness: timedelta = DEFAULT_MAX_STALENESS
     # never delete based on an in-use view older than this
     protect_workloads: frozenset[str] = DEFAULT_PROTECT_WORKLOADS
+    # workload kinds (plural, lower-case) whose pod templates protect images besides pods
     protect_resources: tuple[ResourceEntry, ...] = ()
     # custom resources whose objects protect the images they name (--protect-resources and
     # the --config file's protect-resources section, merged by `resources.resolve`)
-    # workload kinds (plural, lower-case) whose pod templates protect images besides pods
+    protect_aws: tuple[AwsScope, ...] = ()
+    # ECS and Lambda sources (--protect-ecs, --protect-lambda), polled every
+    # `aws_sources_interval`
+    aws_sources_interval: timedelta = timedelta(minutes=2)
+    ecs_keep_task_definitions: int = 5
+    # the newest ACTIVE revisions of each ECS task-definition family that protect their images
     leader_elect: bool = True
     # hold a coordination.k8s.io Lease so only one replica deletes
     lease_name: str = DEFAULT_LEASE_NAME
@@ -531,6 +555,9 @@ class Settings:
             "allow_empty_clusters": list(self.allow_empty_clusters),
             "max_staleness": format_duration(self.max_staleness),
             "protect_workloads": [k for k in WORKLOAD_KINDS if k in self.protect_workloads],
+            "protect_aws": [str(scope) for scope in self.protect_aws],
+            "aws_sources_interval": format_duration(self.aws_sources_interval),
+            "ecs_keep_task_definitions": self.ecs_keep_task_definitions,
             "protect_resources": [
                 {
                     "resource": f"{e.api_version}/{e.resource}",

@@ -26,6 +26,7 @@ from controller.policy import Rules
 from controller.settings import (
     DEFAULT_PROTECT_WORKLOADS,
     RULE_KNOBS,
+    AwsScope,
     ConfigError,
     RuleKnob,
     Settings,
@@ -514,6 +515,20 @@ ENV_CASES: list[tuple[str, str, Callable[[Settings], object], object]] = [
     ("ECR_CLEANUP_DISPOSAL", "archive", lambda s: s.disposal, "archive"),
     ("ECR_CLEANUP_IN_CLUSTER", "1", lambda s: s.in_cluster, True),
     ("ECR_CLEANUP_ALLOW_EMPTY", "T", lambda s: s.allow_empty, True),
+    (
+        "ECR_CLEANUP_PROTECT_ECS",
+        "eu-west-1/prod-*",
+        lambda s: s.protect_aws,
+        (AwsScope("ecs", "eu-west-1", "prod-*"),),
+    ),
+    ("ECR_CLEANUP_PROTECT_LAMBDA", "true", lambda s: s.protect_aws, (AwsScope("lambda"),)),
+    (
+        "ECR_CLEANUP_AWS_SOURCES_INTERVAL",
+        "5m",
+        lambda s: s.aws_sources_interval,
+        timedelta(minutes=5),
+    ),
+    ("ECR_CLEANUP_ECS_KEEP_TASK_DEFINITIONS", "3", lambda s: s.ecs_keep_task_definitions, 3),
     ("ECR_CLEANUP_ALLOW_EMPTY_CLUSTERS", "staging", lambda s: s.allow_empty_clusters, ("staging",)),
     ("ECR_CLEANUP_MAX_STALENESS", "1m", lambda s: s.max_staleness, timedelta(minutes=1)),
     ("ECR_CLEANUP_PROTECT_WORKLOADS", "none", lambda s: s.protect_workloads, frozenset()),

@@ -92,6 +92,10 @@ registryId: registry-id
 namespaces: namespaces
 protectWorkloads: protect-workloads
 protectResources: protect-resources
+protectEcs: protect-ecs
+protectLambda: protect-lambda
+awsSourcesInterval: aws-sources-interval
+ecsKeepTaskDefinitions: ecs-keep-task-definitions
 allowEmpty: allow-empty
 allowEmptyNamespaces: allow-empty-namespaces
 allowEmptyClusters: allow-empty-clusters
