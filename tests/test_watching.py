@@ -16,11 +16,11 @@ from controller.clusters import Cluster, connect
 from controller.identifiers import SourceKey
 from controller.images import Digest
 from controller.inventory import InUseIndex
+from controller.kinds import KINDS
 from controller.policy import Image, Rules
 from controller.pruning import PruneOptions, Pruner
 from controller.settings import RepositorySelection
-from controller.sources import KINDS
-from controller.trust import SourceTracker
+from controller.trust import SourceTracker, View
 from controller.watching import Backoff, EventSink, Watcher, WatchOptions
 from sandbox.kubesim import KubeSimulator, pod, workload, write_kubeconfig
 from tests.digests import digest
@@ -53,8 +53,7 @@ class Harness:
             self.cluster,
             KINDS[kind],
             namespace,
-            index=self.index,
-            tracker=self.tracker,
+            view=View(self.index, self.tracker),
             options=options,
         )
         self.tg.start_soon(watcher.run)
@@ -117,7 +116,7 @@ async def test_410_mid_stream_relists_with_no_gap(harness: Harness) -> None:
     await eventually(lambda: harness.index.digest_in_use(digest(2)))
     assert gaps == 0
     assert harness.tracker.sources[PODS].relists == 1
-    assert harness.index.is_synced(watcher.source)
+    assert harness.index.is_synced(watcher.key)
 
 
 async def test_deletes_during_a_disconnection_are_observed_after_the_relist(
@@ -175,8 +174,7 @@ async def test_a_silent_stream_is_dropped_after_the_inactivity_timeout(harness: 
         harness.cluster,
         KINDS["pods"],
         "",
-        index=harness.index,
-        tracker=harness.tracker,
+        view=View(harness.index, harness.tracker),
         options=options,
     )
     harness.sim.bookmark_interval = 3600
@@ -228,9 +226,7 @@ async def test_a_second_clusters_pod_protects_an_image(tmp_path: Path) -> None:
         ):
             for cluster in clusters:
                 tg.start_soon(
-                    Watcher(
-                        cluster, KINDS["pods"], "", index=index, tracker=tracker, options=FAST
-                    ).run
+                    Watcher(cluster, KINDS["pods"], "", view=View(index, tracker), options=FAST).run
                 )
             await eventually(lambda: not index.unsynced())
             assert index.digest_in_use(digest(1))
