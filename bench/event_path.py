@@ -53,7 +53,7 @@ from controller import images, inventory
 from controller.app import tune_garbage_collector
 from controller.identifiers import SourceKey
 from controller.inventory import InUseIndex
-from controller.sources import KINDS
+from controller.kinds import KINDS
 from controller.watching import EventCounts, EventSink
 
 SOURCE = SourceKey("bench", "pods")

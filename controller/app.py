@@ -36,9 +36,7 @@ from prometheus_client import (
 
 from controller.clusters import Cluster, connect
 from controller.ecr import AioEcr, check_profile, known_region, open_ecr
-from controller.identifiers import SourceKey
-from controller.inventory import InUseIndex
-from controller.kubeapi import REQUEST_FAILURES, KubeError
+from controller.kinds import KINDS, PODS, Kind
 from controller.leadership import AlwaysLeader, ElectionConfig, LeaderElector, Leadership
 from controller.metrics import Metrics
 from controller.pruning import ARCHIVE, DELETE, Catalog, CycleReport, PruneOptions, Pruner
@@ -47,8 +45,8 @@ from controller.restoring import Restorer
 from controller.scheduling import NOT_LEADER, UNTRUSTED_VIEW, Blocked, Schedule, run_schedule
 from controller.serving import listen, serve
 from controller.settings import ConfigError, Settings
-from controller.sources import KINDS
-from controller.trust import SourceTracker
+from controller.sources import Source
+from controller.trust import View
 from controller.watching import Watcher
 
 log = logging.getLogger(__name__)
@@ -72,79 +70,69 @@ def resolve_region(settings: Settings) -> str:
     )
 
 
-def watched_kinds(settings: Settings) -> list[str]:
-    """Pods always; workload templates unless opted out."""
-    return ["pods", *sorted(k for k in settings.protect_workloads if k in KINDS and k != "pods")]
+def watched_kinds(settings: Settings) -> list[Kind]:
+    """Pods always; workload templates unless opted out; the custom resources of
+    --protect-resources, each extracting what its declared paths reach."""
+    kinds = sorted(k for k in settings.protect_workloads if k in KINDS and k != PODS)
+    custom = [
+        Kind.custom(
+            entry.group,
+            entry.version,
+            entry.resource,
+            namespaced=entry.namespaced,
+            extract=entry.extract,
+        )
+        for entry in settings.protect_resources
+    ]
+    return [KINDS[PODS], *(KINDS[k] for k in kinds), *custom]
 
 
-def source_keys(settings: Settings, clusters: list[Cluster]) -> list[SourceKey]:
-    namespaces = settings.namespaces or ("",)
+def scopes(kind: Kind, namespaces: Sequence[str]) -> Sequence[str]:
+    """The namespaces one kind is watched in: each of `namespaces`, or all ("") when none is
+    given; a cluster-scoped kind once per cluster (""), whatever the namespaces."""
+    return (namespaces or ("",)) if kind.namespaced else ("",)
+
+
+def build_sources(settings: Settings, clusters: Sequence[Cluster], view: View) -> list[Source]:
+    """Every source of "in use" these settings ask for, each registered once in `view`.
+
+    The one place both modes get their sources from: the service runs each (`Source.run`),
+    `--once` lists each once (`Source.once`). A new kind of source (an ECS or Lambda poller)
+    is one module with a class that implements `sources.Source`, and one line in the list
+    below; a new Kubernetes kind is one line in `kinds.KINDS` (or a runtime `Kind.custom`
+    from the settings, in `watched_kinds`), and needs nothing here.
+    """
     return [
-        SourceKey(cluster.name, kind, namespace)
-        for cluster in clusters
-        for kind in watched_kinds(settings)
-        for namespace in namespaces
+        *(
+            Watcher(cluster, kind, namespace, view=view)
+            for cluster in clusters
+            for kind in watched_kinds(settings)
+            for namespace in scopes(kind, settings.namespaces)
+        ),
+        # a new kind of source: one line here, e.g. *ecs_pollers(settings, view),
     ]
 
 
-@dataclass
-class View:
-    """The in-use index and what is known about each of its sources."""
-
-    index: InUseIndex = field(default_factory=InUseIndex)
-    tracker: SourceTracker = field(default_factory=SourceTracker)
-
-    def refusal(self, settings: Settings) -> str | None:
-        return self.tracker.refusal(
-            self.index,
-            time.monotonic(),
-            max_staleness=settings.max_staleness.total_seconds(),
-            may_be_empty=settings.may_be_empty,
-        )
+def refusal(view: View, settings: Settings) -> str | None:
+    """Why deleting must not happen now, by the trust rules with the user's settings, or None."""
+    return view.refusal(
+        time.monotonic(),
+        max_staleness=settings.max_staleness.total_seconds(),
+        may_be_empty=settings.may_be_empty,
+    )
 
 
-LIST_FAILURES = REQUEST_FAILURES
-"""What a LIST of a source can fail with: an API error, a timeout, a connection that cannot be
-made (refused, DNS, TLS), or a server address that is not a URL (see `kubeapi`)."""
-
-
-async def list_everything(
-    view: View, clusters: list[Cluster], keys: list[SourceKey], *, concurrency: int = 8
-) -> None:
-    """LIST every source once into the view (for --once); a failure leaves its source unsynced."""
-    by_name = {c.name: c for c in clusters}
+async def list_everything(sources: Sequence[Source], *, concurrency: int = 8) -> None:
+    """LIST every source once (for --once); a failure leaves its source unsynced."""
     limiter = anyio.CapacityLimiter(concurrency)
 
-    async def one(watcher: Watcher) -> None:
+    async def one(source: Source) -> None:
         async with limiter:
-            try:
-                await watcher.list_once()
-            except LIST_FAILURES as exc:
-                status = exc.status if isinstance(exc, KubeError) else None
-                reason = str(exc) if isinstance(exc, KubeError) else f"{type(exc).__name__}: {exc}"
-                view.tracker.disconnected(
-                    watcher.source, time.monotonic(), reason, status_code=status
-                )
-                log.error(
-                    "cannot list %s: %s",
-                    watcher.source,
-                    reason,
-                    extra={"source": str(watcher.source)},
-                )
+            await source.once()
 
-    watchers = [
-        Watcher(
-            by_name[key.cluster],
-            KINDS[key.kind],
-            key.namespace,
-            index=view.index,
-            tracker=view.tracker,
-        )
-        for key in keys
-    ]
     async with anyio.create_task_group() as tg:
-        for watcher in watchers:
-            tg.start_soon(one, watcher)
+        for source in sources:
+            tg.start_soon(one, source)
 
 
 def prune_options(settings: Settings, view: View, catalog: Catalog | None = None) -> PruneOptions:
@@ -203,7 +191,7 @@ def gate_for(view: View, settings: Settings, stopping: anyio.Event) -> Callable[
     def gate() -> str | None:
         if stopping.is_set():
             return SHUTTING_DOWN
-        return view.refusal(settings)
+        return refusal(view, settings)
 
     return gate
 
@@ -223,9 +211,8 @@ async def run_once(
     gate = gate_for(view, settings, stopping)
     async with open_clusters(settings) as clusters:
         check_clusters(settings, clusters)
-        await until_stopped(
-            stopping, partial(list_everything, view, clusters, source_keys(settings, clusters))
-        )
+        sources = build_sources(settings, clusters, view)
+        await until_stopped(stopping, partial(list_everything, sources))
     log.info(
         "in use: %d digests across %d objects",
         view.index.digests_in_use(),
@@ -315,7 +302,7 @@ class Service:
             self.view.tracker,
             self.view.index,
             time.monotonic,
-            refusal=lambda: self.view.refusal(self.settings),
+            refusal=lambda: refusal(self.view, self.settings),
         )
 
     async def run(self) -> int:
@@ -355,16 +342,8 @@ class Service:
             log.info("serving /metrics, /healthz and /readyz on port %s", port)
             outer.start_soon(leader.run, name="leader election")
             async with anyio.create_task_group() as inner:
-                by_name = {c.name: c for c in clusters}
-                for key in source_keys(settings, clusters):
-                    watcher = Watcher(
-                        by_name[key.cluster],
-                        KINDS[key.kind],
-                        key.namespace,
-                        index=view.index,
-                        tracker=view.tracker,
-                    )
-                    inner.start_soon(watcher.run, name=f"watch {key}")
+                for source in build_sources(settings, clusters, view):
+                    inner.start_soon(source.run, name=f"watch {source.key}")
 
                 restorer: Restorer | None = None
                 if settings.disposal == "archive" and not settings.dry_run:
@@ -403,9 +382,9 @@ async def _cycles(
     pruner = Pruner(ecr, view.index, prune_options(settings, view, catalog))
 
     def blocked() -> Blocked | None:
-        refusal = view.refusal(settings)
-        if refusal is not None:
-            return Blocked(UNTRUSTED_VIEW, refusal)
+        refused = refusal(view, settings)
+        if refused is not None:
+            return Blocked(UNTRUSTED_VIEW, refused)
         if not leader.is_leader:
             return Blocked(
                 NOT_LEADER, leader.leading_lost_reason() or "not leader", expected=leader.standby

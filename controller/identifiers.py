@@ -29,7 +29,8 @@ class TagRef:
 
 @dataclass(frozen=True, slots=True)
 class SourceKey:
-    """One watched stream: a resource kind in a cluster, in one namespace or all ("")."""
+    """One source of "in use": a resource kind in a cluster, in one namespace or all ("", also
+    the only scope of a cluster-scoped kind)."""
 
     cluster: str
     kind: str

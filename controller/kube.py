@@ -6,7 +6,7 @@ every API class and every model: about 65 MiB of memory and most of a second of 
 every replica. Here the packages `kubernetes_asyncio`, `kubernetes_asyncio.client`,
 `kubernetes_asyncio.client.api` and `kubernetes_asyncio.client.models` are registered as
 empty packages that know where their files are, so that the few modules the controller uses
-(the configuration, the REST client, four API classes, the kubeconfig loader) import alone.
+(the configuration, the REST client, five API classes, the kubeconfig loader) import alone.
 A package's real `__init__` runs the first time a name it defines is asked for (PEP 562
 `__getattr__`; a name that is one of its submodules imports just that submodule), so any
 other code in the process, a test that builds a `V1Pod`, still sees the whole library.
@@ -93,6 +93,7 @@ _USED = {
     "CoreV1Api": ("api.core_v1_api", "CoreV1Api"),
     "AppsV1Api": ("api.apps_v1_api", "AppsV1Api"),
     "BatchV1Api": ("api.batch_v1_api", "BatchV1Api"),
+    "CustomObjectsApi": ("api.custom_objects_api", "CustomObjectsApi"),
     "CoordinationV1Api": ("api.coordination_v1_api", "CoordinationV1Api"),
 }
 _client.__dict__["exceptions"] = importlib.import_module("kubernetes_asyncio.client.exceptions")

@@ -14,6 +14,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from controller.identifiers import SourceKey
+from controller.kinds import KINDS, PODS
 from controller.policy import Rules
 from controller.resources import ResourceEntry, ResourceSpecError, resolve
 
@@ -25,18 +26,10 @@ DEFAULT_LEASE_NAME = "kube-ecr-cleanup-controller"
 DEFAULT_LEASE_DURATION = timedelta(seconds=15)
 DEFAULT_METRICS_ADDRESS = ":8080"
 # Kinds whose pod templates protect their images even when no pod runs (scaled to zero, between
-# runs of a CronJob, mid-rollout). ControllerRevisions (StatefulSet/DaemonSet rollback history)
-# are supported but off by default.
-WORKLOAD_KINDS = (
-    "deployments",
-    "replicasets",
-    "statefulsets",
-    "daemonsets",
-    "jobs",
-    "cronjobs",
-    "controllerrevisions",
-)
-DEFAULT_PROTECT_WORKLOADS = frozenset(WORKLOAD_KINDS) - {"controllerrevisions"}
+# runs of a CronJob, mid-rollout): every built-in kind but pods, from the one table of kinds.
+# ControllerRevisions (StatefulSet/DaemonSet rollback history) are supported but off by default.
+WORKLOAD_KINDS = tuple(name for name in KINDS if name != PODS)
+DEFAULT_PROTECT_WORKLOADS = frozenset(name for name in WORKLOAD_KINDS if KINDS[name].by_default)
 
 _GLOB_CHARS = frozenset("*?[")
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?", re.ASCII)

@@ -1,111 +1,66 @@
-"""What the controller reads from a cluster: the kinds that hold image references, and their LIST.
+"""What a source of "in use" is (the `Source` protocol), and the generic LIST of a Kubernetes kind.
 
-One small table says, per kind, which kubernetes_asyncio method lists it and where its pod
-spec lives; a single generic LIST (and, for the live view, a single generic watch) serves
-them all. Responses are read as raw JSON (`_preload_content=False` + orjson) and only the
-image fields are kept: building client models for every pod would cost far more. Answers are
-read, and their failures raised, by `kubeapi` (its docstring draws the error hierarchy).
+Every source (a Kubernetes kind in a cluster and namespace; later a custom resource, an ECS
+or Lambda poller) implements `Source`: its key, a one-shot LIST for `--once`, a run loop for
+the service, and its trust state in the tracker. `app.build_sources` builds all of them, for
+both modes, and registers each once in the view; the trust rules judge each alike.
+
+The kinds are the table in `controller.kinds`; a single generic LIST (and, for the live
+view, a single generic watch in `watching`) serves them all, built-in kinds through their
+typed kubernetes_asyncio API and custom resources through `CustomObjectsApi`. Responses are
+read as raw JSON (`_preload_content=False` + orjson) and only the image fields are kept:
+building client models for every pod would cost far more. Answers are read, and their
+failures raised, by `kubeapi` (its docstring draws the error hierarchy).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from controller.clusters import Cluster
-from controller.inventory import Extraction, References, extract_pod, extract_pod_template
+from controller.identifiers import SourceKey
+from controller.inventory import References
+from controller.kinds import Kind
 from controller.kube import client
 from controller.kubeapi import SourceError, read_json
+from controller.trust import SourceStatus
 
 log = logging.getLogger(__name__)
 
 LIST_PAGE = 500
 
 
-@dataclass(frozen=True, slots=True)
-class Kind:
-    name: str
-    # plural resource name, also the metric label
-    api: Callable[[Any], Any]
-    # kubernetes_asyncio API class
-    list_all: str
-    list_namespaced: str
-    extract: Callable[[Mapping[str, Any]], Extraction] = field(repr=False)
+class Source(Protocol):
+    """One source of "in use", registered once in the view (index and tracker) when built.
 
+    It reports what happens to it to the tracker (listed, connected, disconnected with the
+    HTTP status); the trust rules decide from that alone, so a new kind of source is judged
+    exactly like the others: not trusted before its first complete LIST, nor while denied,
+    not served, or disconnected longer than --max-staleness.
+    """
 
-def _bound(path: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Extraction]:
-    def extract(obj: Mapping[str, Any]) -> Extraction:
-        return extract_pod_template(obj, *path)
+    @property
+    def key(self) -> SourceKey:
+        """Its key in the index and the tracker."""
+        ...
 
-    return extract
+    @property
+    def status(self) -> SourceStatus:
+        """Its trust state, as registered in the tracker."""
+        ...
 
+    async def once(self) -> None:
+        """LIST it once into the index (`--once`). A failure leaves it unsynced, recorded in
+        the tracker and logged; only a bug raises."""
+        ...
 
-_POD_TEMPLATE = ("spec", "template", "spec")
-
-KINDS: dict[str, Kind] = {
-    kind.name: kind
-    for kind in (
-        Kind(
-            "pods",
-            client.CoreV1Api,
-            "list_pod_for_all_namespaces",
-            "list_namespaced_pod",
-            extract_pod,
-        ),
-        Kind(
-            "deployments",
-            client.AppsV1Api,
-            "list_deployment_for_all_namespaces",
-            "list_namespaced_deployment",
-            _bound(_POD_TEMPLATE),
-        ),
-        Kind(
-            "replicasets",
-            client.AppsV1Api,
-            "list_replica_set_for_all_namespaces",
-            "list_namespaced_replica_set",
-            _bound(_POD_TEMPLATE),
-        ),
-        Kind(
-            "statefulsets",
-            client.AppsV1Api,
-            "list_stateful_set_for_all_namespaces",
-            "list_namespaced_stateful_set",
-            _bound(_POD_TEMPLATE),
-        ),
-        Kind(
-            "daemonsets",
-            client.AppsV1Api,
-            "list_daemon_set_for_all_namespaces",
-            "list_namespaced_daemon_set",
-            _bound(_POD_TEMPLATE),
-        ),
-        Kind(
-            "jobs",
-            client.BatchV1Api,
-            "list_job_for_all_namespaces",
-            "list_namespaced_job",
-            _bound(_POD_TEMPLATE),
-        ),
-        Kind(
-            "cronjobs",
-            client.BatchV1Api,
-            "list_cron_job_for_all_namespaces",
-            "list_namespaced_cron_job",
-            _bound(("spec", "jobTemplate", "spec", "template", "spec")),
-        ),
-        Kind(
-            "controllerrevisions",
-            client.AppsV1Api,
-            "list_controller_revision_for_all_namespaces",
-            "list_namespaced_controller_revision",
-            _bound(("data", "spec", "template", "spec")),
-        ),
-    )
-}
+    async def run(self) -> None:
+        """Keep its part of the index current until cancelled (the service)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +74,25 @@ class Listed:
 
 
 def request(cluster: Cluster, kind: Kind, namespace: str | None) -> Callable[..., Any]:
-    """The kubernetes_asyncio method that lists or watches `kind` in `namespace` (None = all)."""
-    api = kind.api(cluster.api)
+    """The kubernetes_asyncio method that lists or watches `kind` in `namespace` (None = all).
+
+    A cluster-scoped kind has no namespace to narrow to: it is always asked cluster-wide."""
+    namespace = namespace if kind.namespaced else None
+    if kind.typed is None:
+        custom = client.CustomObjectsApi(cluster.api)
+        if namespace:
+            return partial(
+                custom.list_namespaced_custom_object,
+                kind.group,
+                kind.version,
+                namespace,
+                kind.plural,
+            )
+        return partial(custom.list_cluster_custom_object, kind.group, kind.version, kind.plural)
+    api = getattr(client, kind.typed.api)(cluster.api)
     if namespace:
-        return partial(getattr(api, kind.list_namespaced), namespace)
-    return getattr(api, kind.list_all)  # type: ignore[no-any-return]
+        return partial(getattr(api, kind.typed.list_namespaced), namespace)
+    return getattr(api, kind.typed.list_all)  # type: ignore[no-any-return]
 
 
 def uid_of(obj: object) -> str | None:

@@ -1,6 +1,6 @@
 """Whether the in-use view can be trusted for deleting: the fail-closed conditions, per source.
 
-The watchers report what happens to each source (listed, connected, disconnected, denied);
+Every source reports what happens to it (listed, connected, disconnected, denied, not served);
 `refusal` turns that, the index and the clock into the one reason deleting must not happen
 now, or None. The pruner asks before a cycle and before every delete call; readiness and
 metrics show the same conditions. Pure: times are plain seconds from a monotonic clock.
@@ -9,10 +9,15 @@ metrics show the same conditions. Pure: times are plain seconds from a monotonic
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final
 
 from controller.identifiers import SourceKey
 from controller.inventory import InUseIndex
+from controller.kinds import PODS
+
+NOT_SERVED_FIX: Final = "install the CRD or remove the entry"
+"""What to do about a source whose API server answers 404 (the resource is not served)."""
 
 
 @dataclass(slots=True)
@@ -23,6 +28,9 @@ class SourceStatus:
     # when `connected` last changed
     denied: int | None = None
     # 401 or 403 from the API server, until a request succeeds again
+    not_served: bool = False
+    # 404 from the API server (the resource is not served: a CRD not installed), until a
+    # request succeeds again
     last_error: str = ""
     events: int = 0
     restarts: int = 0
@@ -55,6 +63,7 @@ class SourceTracker:
     def connected(self, source: SourceKey, now: float) -> None:
         status = self.register(source)
         status.denied = None
+        status.not_served = False
         status.last_error = ""
         if not status.connected:
             status.connected = True
@@ -67,6 +76,8 @@ class SourceTracker:
         status.last_error = error
         if status_code in (401, 403):
             status.denied = status_code
+        elif status_code == 404:
+            status.not_served = True
         if status.connected or status.since is None:
             status.connected = False
             status.since = now
@@ -96,6 +107,9 @@ class SourceTracker:
         for source, status in self.sources.items():
             if status.denied is not None:
                 found[source] = f"answers {status.denied}: {status.last_error}"
+            elif status.not_served:
+                # even with a view synced before: a CRD uninstalled takes its objects' truth away
+                found[source] = f"not served ({NOT_SERVED_FIX}): {status.last_error}"
             elif not index.is_synced(source):
                 found[source] = "initial LIST not complete" + (
                     f" ({status.last_error})" if status.last_error else ""
@@ -132,7 +146,7 @@ class SourceTracker:
         empty = [
             source
             for source in sorted(self.sources, key=str)
-            if source.kind == "pods" and index.count(source) == 0 and not may_be_empty(source)
+            if source.kind == PODS and index.count(source) == 0 and not may_be_empty(source)
         ]
         if empty:
             return (
@@ -145,6 +159,31 @@ class SourceTracker:
                 )
             )
         return None
+
+
+@dataclass(slots=True)
+class View:
+    """The in-use index and the trust state of each of its sources: the one registry of sources.
+
+    A source registers once, here, and is then both unsynced in the index (so that the view
+    is not trusted before its first LIST) and known to the tracker (so that the trust rules,
+    readiness and metrics judge it)."""
+
+    index: InUseIndex = field(default_factory=InUseIndex)
+    tracker: SourceTracker = field(default_factory=SourceTracker)
+
+    def register(self, source: SourceKey) -> SourceStatus:
+        """Declare a source: not synced until its first complete LIST; its trust state."""
+        self.index.register(source)
+        return self.tracker.register(source)
+
+    def refusal(
+        self, now: float, *, max_staleness: float, may_be_empty: Callable[[SourceKey], bool]
+    ) -> str | None:
+        """Why deleting must not happen now, or None (see `SourceTracker.refusal`)."""
+        return self.tracker.refusal(
+            self.index, now, max_staleness=max_staleness, may_be_empty=may_be_empty
+        )
 
 
 def _scope(source: SourceKey) -> str:

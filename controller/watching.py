@@ -1,4 +1,7 @@
-"""The live in-use view: one generic list+watch loop per (cluster, kind, namespace).
+"""The Kubernetes sources of "in use": one generic list+watch loop per (cluster, kind, namespace).
+
+A `Watcher` is the `sources.Source` of one Kubernetes kind (built-in, or a custom resource)
+in one cluster and one namespace (or all, or none for a cluster-scoped kind).
 
 LIST (paginated) and replace the source's entries atomically, then WATCH from the list's
 resourceVersion with bookmarks and a server-side timeout. A stream that ends normally is
@@ -7,7 +10,9 @@ Gone (HTTP 410, or an ERROR event with code 410) means the version was compacted
 source LISTs again and replaces its entries in one step: objects deleted while disconnected
 disappear, and the index is never partly empty. Errors back off exponentially with jitter;
 a stream that stays silent longer than the inactivity timeout is dropped and resumed.
-Unknown event types and malformed lines are logged, counted and skipped.
+Unknown event types and malformed lines are logged, counted and skipped. A 404 (the resource
+is not served: a CRD not installed) and a 403 (RBAC) are reported to the tracker with what to
+fix, and the source stays untrusted until a request succeeds.
 
 The event path parses raw JSON with orjson and keeps only image fields; an event that
 changes no reference costs one comparison.
@@ -29,9 +34,10 @@ import orjson
 from controller.clusters import Cluster
 from controller.identifiers import SourceKey
 from controller.inventory import InUseIndex
-from controller.kubeapi import REQUEST_FAILURES, Expired, SourceError, http_error
-from controller.sources import Kind, list_kind, request, uid_of
-from controller.trust import SourceTracker
+from controller.kinds import Kind
+from controller.kubeapi import REQUEST_FAILURES, Expired, KubeError, SourceError, http_error
+from controller.sources import list_kind, request, uid_of
+from controller.trust import NOT_SERVED_FIX, SourceStatus, View
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +156,18 @@ class EventSink:
         return version
 
 
+def what_to_fix(kind: Kind, namespace: str, status: int | None) -> str:
+    """What to fix when a source's API server answers `status`, when that is known; else ""."""
+    if status == 403:
+        scope = f"in namespace {namespace}" if namespace and kind.namespaced else "cluster-wide"
+        return f"RBAC must allow the verbs list and watch on {kind.resource} {scope}"
+    if status == 404:
+        return f"{kind.resource} is not served ({NOT_SERVED_FIX})"
+    return ""
+
+
 class Watcher:
-    """Keeps one source of the index current until cancelled."""
+    """Keeps one source of the index current until cancelled: a `sources.Source`."""
 
     def __init__(
         self,
@@ -159,28 +175,52 @@ class Watcher:
         kind: Kind,
         namespace: str,
         *,
-        index: InUseIndex,
-        tracker: SourceTracker,
+        view: View,
         options: WatchOptions = WatchOptions(),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.source = SourceKey(cluster.name, kind.name, namespace)
+        if not kind.namespaced and namespace:
+            raise ValueError(f"{kind.name} is cluster-scoped: it has no namespace {namespace!r}")
+        self.key = SourceKey(cluster.name, kind.name, namespace)
         self.cluster = cluster
         self.kind = kind
         self.namespace = namespace
-        self.index = index
-        self.tracker = tracker
+        self.index: InUseIndex = view.index
+        self.tracker = view.tracker
         self.options = options
         self.clock = clock
-        self.sink = EventSink(self.source, kind, index)
+        self.sink = EventSink(self.key, kind, view.index)
         self.version: str | None = None
         # the last resourceVersion seen (LIST, event or bookmark); None = LIST next
         self.backoff = Backoff(self.options.backoff_initial, self.options.backoff_max)
         # between failed attempts; reset by a stream that delivered events or stayed up
         self._opened: tuple[float, int] | None = None
         # when the current stream opened, and the event count then; None = no stream open
-        index.register(self.source)
-        self.status = tracker.register(self.source)
+        self.status: SourceStatus = view.register(self.key)
+
+    async def once(self) -> None:
+        """LIST once (for --once); a failure is recorded and logged, the source stays unsynced."""
+        try:
+            await self.list_once()
+        except REQUEST_FAILURES as exc:
+            reason = str(exc) if isinstance(exc, KubeError) else f"{type(exc).__name__}: {exc}"
+            reason, status, _ = self._failed(exc, reason)
+            log.error(
+                "cannot list %s: %s",
+                self.key,
+                reason,
+                extra={"source": str(self.key), "status": status},
+            )
+
+    def _failed(self, exc: BaseException, reason: str) -> tuple[str, int | None, bool]:
+        """Record a failed request in the tracker: the reason with what to fix, the status,
+        and whether this failure is the first not served (404) since a request succeeded."""
+        status = getattr(exc, "status", None)
+        newly_not_served = status == 404 and not self.status.not_served
+        fix = what_to_fix(self.kind, self.namespace, status)
+        reason = f"{reason}; {fix}" if fix else reason
+        self.tracker.disconnected(self.key, self.clock(), reason, status_code=status)
+        return reason, status, newly_not_served
 
     async def run(self) -> None:
         backoff = self.backoff
@@ -194,16 +234,16 @@ class Watcher:
             except Expired as exc:
                 # until the new LIST lands, the view ages like any disconnected one; back off
                 # so that a server answering 410 to every watch is not hammered with LISTs
-                self.tracker.disconnected(self.source, self.clock(), f"410 Gone: {exc}")
+                self.tracker.disconnected(self.key, self.clock(), f"410 Gone: {exc}")
                 if self._was_healthy():
                     backoff.reset()
                 delay = backoff.next()
                 log.info(
                     "%s: %s; listing again in %.1fs",
-                    self.source,
+                    self.key,
                     exc,
                     delay,
-                    extra={"source": str(self.source)},
+                    extra={"source": str(self.key)},
                 )
                 self.version = None
                 await anyio.sleep(delay)
@@ -212,17 +252,20 @@ class Watcher:
                 # Expired is a SourceError too: it is caught above, first
                 if self._was_healthy():
                     backoff.reset()  # as client-go: a stream that worked is not a failing one
-                status = getattr(exc, "status", None)
-                self.tracker.disconnected(
-                    self.source, self.clock(), f"{type(exc).__name__}: {exc}", status_code=status
-                )
+                reason, status, newly_not_served = self._failed(exc, f"{type(exc).__name__}: {exc}")
                 delay = backoff.next()
-                log.warning(
+                # not served is an installation to fix, not a hiccup: one ERROR saying so, and
+                # the retries after it (a CRD may be installed any time) quietly
+                level = logging.WARNING
+                if status == 404:
+                    level = logging.ERROR if newly_not_served else logging.DEBUG
+                log.log(
+                    level,
                     "%s: %s; retrying in %.1fs",
-                    self.source,
-                    exc,
+                    self.key,
+                    reason if status in (403, 404) else exc,  # with what to fix
                     delay,
-                    extra={"source": str(self.source), "status": status},
+                    extra={"source": str(self.key), "status": status},
                 )
                 await anyio.sleep(delay)
 
@@ -230,15 +273,15 @@ class Watcher:
         """LIST the source and replace its entries in the index; returns the list's version."""
         with anyio.fail_after(self.options.list_timeout):
             listed = await list_kind(self.cluster, self.kind, self.namespace or None)
-        self.index.replace(self.source, listed.objects)
+        self.index.replace(self.key, listed.objects)
         self.status.malformed += listed.malformed
-        self.tracker.listed(self.source, self.clock())
+        self.tracker.listed(self.key, self.clock())
         log.info(
             "%s: listed %d objects at resourceVersion %s",
-            self.source,
+            self.key,
             len(listed.objects),
             listed.resource_version,
-            extra={"source": str(self.source)},
+            extra={"source": str(self.key)},
         )
         return listed.resource_version
 
@@ -261,8 +304,8 @@ class Watcher:
                 raise Expired(f"HTTP 410 on watch from {self.version}")
             if not 200 <= response.status < 300:
                 body = await response.read()
-                raise http_error(f"WATCH {self.source}", response.status, body, SourceError)
-            self.tracker.connected(self.source, self.clock())
+                raise http_error(f"WATCH {self.key}", response.status, body, SourceError)
+            self.tracker.connected(self.key, self.clock())
             self.status.restarts += 1
             opened, events_before = self.clock(), self.status.events
             self._opened = (opened, events_before)
@@ -278,7 +321,7 @@ class Watcher:
         if self.status.events == events_before and self.clock() - opened < VERY_SHORT_WATCH:
             # as client-go: a stream that ends at once with nothing in it is an error (a proxy
             # closing it, a server answering a plain body), so backoff applies instead of a spin
-            raise SourceError(f"WATCH {self.source}: stream ended at once with no event")
+            raise SourceError(f"WATCH {self.key}: stream ended at once with no event")
         # a normal end (timeoutSeconds): the caller resumes from self.version, no re-list
 
     def _was_healthy(self) -> bool:

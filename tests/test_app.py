@@ -8,9 +8,19 @@ from pathlib import Path
 import anyio
 import pytest
 
-from controller.app import _config_error, check_clusters, open_registry, run_service
+from controller.app import (
+    _config_error,
+    build_sources,
+    check_clusters,
+    open_registry,
+    run_service,
+    scopes,
+)
 from controller.clusters import Cluster
+from controller.identifiers import SourceKey
+from controller.kinds import KINDS, Kind, pod_template_at
 from controller.settings import ConfigError, RepositorySelection, Settings
+from controller.trust import View
 from controller.watching import Watcher
 from sandbox.kubesim import ThreadedKubeSimulator, write_kubeconfig
 
@@ -73,3 +83,30 @@ async def test_a_watcher_that_fails_for_good_ends_the_service(
         assert caught.group_contains(RuntimeError, match="a bug in the watcher")
     finally:
         kube.stop()
+
+
+def test_the_sources_are_every_cluster_kind_and_namespace_registered_once() -> None:
+    view = View()
+    clusters = [Cluster("prod", api=None), Cluster("staging", api=None)]
+    chosen = settings(namespaces=("shop", "batch"), protect_workloads=frozenset({"cronjobs"}))
+    sources = build_sources(chosen, clusters, view)
+    keys = [source.key for source in sources]
+    assert keys == [
+        SourceKey(cluster, kind, namespace)
+        for cluster in ("prod", "staging")
+        for kind in ("pods", "cronjobs")
+        for namespace in ("shop", "batch")
+    ]
+    assert set(view.tracker.sources) == set(keys)  # registered in both, once
+    assert view.index.unsynced() == tuple(keys)
+    assert all(source.status is view.tracker.sources[source.key] for source in sources)
+
+
+def test_a_cluster_scoped_kind_is_watched_once_per_cluster_even_with_namespaces() -> None:
+    cluster_scoped = Kind.custom(
+        "example.com", "v1", "widgets", namespaced=False, extract=pod_template_at("spec")
+    )
+    assert scopes(cluster_scoped, ("shop", "batch")) == ("",)
+    assert scopes(cluster_scoped, ()) == ("",)
+    assert scopes(KINDS["pods"], ("shop", "batch")) == ("shop", "batch")
+    assert scopes(KINDS["pods"], ()) == ("",)

@@ -32,12 +32,12 @@ from controller.clusters import connect
 from controller.ecr import open_ecr
 from controller.identifiers import SourceKey
 from controller.inventory import InUseIndex
+from controller.kinds import KINDS
 from controller.metrics import Metrics
 from controller.policy import Rules
 from controller.pruning import PruneOptions, Pruner
 from controller.settings import CONFIG_KEYS, CONFIG_SECTIONS, RepositorySelection
-from controller.sources import KINDS
-from controller.trust import SourceTracker
+from controller.trust import SourceTracker, View
 from controller.watching import Watcher, WatchOptions
 from sandbox.ecrsim import EcrSimulator
 from sandbox.kubesim import KubeSimulator, pod, write_kubeconfig
@@ -677,8 +677,7 @@ async def test_a_malformed_pod_is_skipped_and_counted(
                 cluster,
                 KINDS["pods"],
                 "",
-                index=index,
-                tracker=tracker,
+                view=View(index, tracker),
                 options=WatchOptions(timeout_seconds=30, backoff_initial=0.02, backoff_max=0.1),
             )
             Metrics(registry).watch_sources(tracker, index, lambda: 0.0, refusal=lambda: None)

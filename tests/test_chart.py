@@ -20,9 +20,9 @@ import yaml
 
 import controller
 from controller.cli import FLAGS, parse_settings
+from controller.kinds import KINDS
 from controller.resources import chart_presets
 from controller.settings import DEFAULT_PROTECT_WORKLOADS, WORKLOAD_KINDS, Settings
-from controller.sources import KINDS
 from sandbox.kubesim import ThreadedKubeSimulator, write_kubeconfig
 from tests.chart import (
     ALERTS,
@@ -595,9 +595,8 @@ def test_interval_in_whole_minutes_as_in_the_go_controller() -> None:
 
 
 def api_group(kind: str) -> str:
-    """A watched kind's API group, from the controller's own client class (CoreV1Api -> "")."""
-    name = KINDS[kind].api.__name__
-    return {"CoreV1Api": "", "AppsV1Api": "apps", "BatchV1Api": "batch"}[name]
+    """A watched kind's API group, from the controller's own table of kinds (pods -> "")."""
+    return KINDS[kind].group
 
 
 def needed(settings: Settings) -> Grants:

@@ -24,11 +24,11 @@ from controller.ecr import AioEcr, EcrError, RetryPolicy, open_ecr
 from controller.identifiers import SourceKey
 from controller.images import Digest
 from controller.inventory import InUseIndex
+from controller.kinds import KINDS
 from controller.policy import Rules
 from controller.pruning import CycleReport, PruneOptions, Pruner
 from controller.settings import RepositorySelection
-from controller.sources import KINDS
-from controller.trust import SourceTracker
+from controller.trust import SourceTracker, View
 from controller.watching import Watcher, WatchOptions
 from sandbox.ecrsim import EcrSimulator
 from sandbox.kubesim import KubeSimulator, pod, write_kubeconfig
@@ -107,8 +107,7 @@ async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
                 cluster,
                 KINDS["pods"],
                 "",
-                index=index,
-                tracker=tracker,
+                view=View(index, tracker),
                 options=WatchOptions(timeout_seconds=30, backoff_initial=0.02, backoff_max=0.1),
             )
             tg.start_soon(watcher.run)

@@ -17,6 +17,7 @@ from controller import app
 from controller.clusters import Cluster
 from controller.identifiers import SourceKey
 from controller.inventory import InUseIndex
+from controller.kinds import KINDS
 from controller.kube import client
 from controller.kubeapi import (
     REQUEST_FAILURES,
@@ -29,8 +30,7 @@ from controller.kubeapi import (
     read_json,
 )
 from controller.leadership import ElectionConfig, LeaderElector
-from controller.sources import KINDS
-from controller.trust import SourceTracker
+from controller.trust import SourceTracker, View
 from controller.watching import Watcher, WatchOptions
 
 
@@ -138,7 +138,7 @@ PODS = SourceKey("c", "pods")
 def watcher() -> tuple[Watcher, SourceTracker]:
     tracker = SourceTracker()
     options = WatchOptions(backoff_initial=0.001, backoff_max=0.002)
-    w = Watcher(CLUSTER, KINDS["pods"], "", index=InUseIndex(), tracker=tracker, options=options)
+    w = Watcher(CLUSTER, KINDS["pods"], "", view=View(InUseIndex(), tracker), options=options)
     return w, tracker
 
 
@@ -213,8 +213,8 @@ async def test_the_once_list_survives_a_request_failure_and_leaves_the_source_un
         raise failure()
 
     monkeypatch.setattr(Watcher, "list_once", list_once)
-    view = app.View()
-    await app.list_everything(view, [CLUSTER], [PODS])
+    view = View()
+    await app.list_everything([Watcher(CLUSTER, KINDS["pods"], "", view=view)])
     assert not view.index.is_synced(PODS)
     assert not view.tracker.sources[PODS].connected
 

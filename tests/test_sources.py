@@ -10,8 +10,9 @@ import pytest
 
 from controller.clusters import Cluster, ClusterConfigError, connect
 from controller.images import Digest
+from controller.kinds import KINDS
 from controller.kubeapi import SourceError
-from controller.sources import KINDS, list_kind
+from controller.sources import list_kind
 from sandbox.kubesim import KubeSimulator, pod, workload, write_kubeconfig
 from tests.digests import digest
 

@@ -11,7 +11,7 @@ from controller.identifiers import SourceKey
 from controller.images import Digest
 from controller.inventory import InUseIndex, References
 from controller.settings import RepositorySelection, Settings
-from controller.trust import SourceTracker
+from controller.trust import SourceTracker, View
 
 NOW = 1000.0
 
@@ -118,3 +118,41 @@ def test_staleness_counts_from_the_disconnection() -> None:
     later = NOW + timedelta(minutes=6).total_seconds()
     why = tracker.refusal(index, later, max_staleness=300, may_be_empty=lambda _s: False)
     assert why == "prod/pods: disconnected for 360s (max 300s): connection reset"
+
+
+WIDGETS = SourceKey("prod", "widgets.example.com")
+
+
+def test_a_source_not_served_is_untrusted_as_such_until_a_request_succeeds() -> None:
+    tracker, index = view({PROD_PODS: 1})
+    tracker.register(WIDGETS)
+    index.register(WIDGETS)
+    tracker.disconnected(WIDGETS, NOW, "LIST prod/widgets.example.com: HTTP 404", status_code=404)
+    why = refusal(tracker, index, settings())
+    assert why == (
+        "prod/widgets.example.com: not served (install the CRD or remove the entry): "
+        "LIST prod/widgets.example.com: HTTP 404"
+    )
+    tracker.disconnected(WIDGETS, NOW, "connection reset")  # another failure: still not served
+    assert tracker.sources[WIDGETS].not_served
+    index.replace(WIDGETS, {})
+    tracker.listed(WIDGETS, NOW)  # installed, listed: trusted (an empty kind is not pods)
+    assert not tracker.sources[WIDGETS].not_served
+    assert refusal(tracker, index, settings()) is None
+
+
+def test_not_served_refuses_even_a_synced_fresh_view() -> None:
+    tracker, index = view({PROD_PODS: 1})
+    tracker.disconnected(PROD_PODS, NOW, "WATCH: HTTP 404", status_code=404)
+    assert index.is_synced(PROD_PODS)
+    why = refusal(tracker, index, settings())
+    assert why == "prod/pods: not served (install the CRD or remove the entry): WATCH: HTTP 404"
+
+
+def test_a_view_registers_a_source_in_the_index_and_the_tracker_at_once() -> None:
+    both = View()
+    status = both.register(WIDGETS)
+    assert both.tracker.sources[WIDGETS] is status
+    assert both.index.unsynced() == (WIDGETS,)
+    why = both.refusal(NOW, max_staleness=300, may_be_empty=lambda _s: False)
+    assert why == "prod/widgets.example.com: initial LIST not complete"

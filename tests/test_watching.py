@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -12,15 +13,17 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from controller.app import list_everything
 from controller.clusters import Cluster, connect
 from controller.identifiers import SourceKey
 from controller.images import Digest
 from controller.inventory import InUseIndex
+from controller.kinds import KINDS, Kind, pod_template_at
 from controller.policy import Image, Rules
 from controller.pruning import PruneOptions, Pruner
 from controller.settings import RepositorySelection
-from controller.sources import KINDS
-from controller.trust import SourceTracker
+from controller.sources import list_kind
+from controller.trust import SourceTracker, View
 from controller.watching import Backoff, EventSink, Watcher, WatchOptions
 from sandbox.kubesim import KubeSimulator, pod, workload, write_kubeconfig
 from tests.digests import digest
@@ -53,8 +56,7 @@ class Harness:
             self.cluster,
             KINDS[kind],
             namespace,
-            index=self.index,
-            tracker=self.tracker,
+            view=View(self.index, self.tracker),
             options=options,
         )
         self.tg.start_soon(watcher.run)
@@ -117,7 +119,7 @@ async def test_410_mid_stream_relists_with_no_gap(harness: Harness) -> None:
     await eventually(lambda: harness.index.digest_in_use(digest(2)))
     assert gaps == 0
     assert harness.tracker.sources[PODS].relists == 1
-    assert harness.index.is_synced(watcher.source)
+    assert harness.index.is_synced(watcher.key)
 
 
 async def test_deletes_during_a_disconnection_are_observed_after_the_relist(
@@ -175,8 +177,7 @@ async def test_a_silent_stream_is_dropped_after_the_inactivity_timeout(harness: 
         harness.cluster,
         KINDS["pods"],
         "",
-        index=harness.index,
-        tracker=harness.tracker,
+        view=View(harness.index, harness.tracker),
         options=options,
     )
     harness.sim.bookmark_interval = 3600
@@ -228,9 +229,7 @@ async def test_a_second_clusters_pod_protects_an_image(tmp_path: Path) -> None:
         ):
             for cluster in clusters:
                 tg.start_soon(
-                    Watcher(
-                        cluster, KINDS["pods"], "", index=index, tracker=tracker, options=FAST
-                    ).run
+                    Watcher(cluster, KINDS["pods"], "", view=View(index, tracker), options=FAST).run
                 )
             await eventually(lambda: not index.unsynced())
             assert index.digest_in_use(digest(1))
@@ -421,3 +420,177 @@ async def test_the_back_off_still_grows_while_reconnects_fail(harness: Harness) 
     await eventually(lambda: watcher.backoff.attempt >= 4, within=5)
     # the fifth attempt gets through, and the stream it opens is healthy again
     await eventually(lambda: harness.tracker.sources[PODS].connected, within=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Any kind through the same loop: a kind built at run time, one not served, one denied
+
+# the simulator serves no custom resource on this branch: a built-in resource expressed as a
+# runtime kind goes through CustomObjectsApi (/apis/apps/v1/...) like a custom resource would
+DEPLOYMENTS_AS_CUSTOM = Kind.custom(
+    "apps",
+    "v1",
+    "deployments",
+    namespaced=True,
+    extract=pod_template_at("spec", "template", "spec"),
+)
+WIDGETS = Kind.custom(
+    "example.com", "v1", "widgets", namespaced=True, extract=pod_template_at("spec")
+)
+
+
+def runtime_watcher(harness: Harness, kind: Kind, namespace: str = "") -> Watcher:
+    watcher = Watcher(
+        harness.cluster, kind, namespace, view=View(harness.index, harness.tracker), options=FAST
+    )
+    harness.tg.start_soon(watcher.run)
+    return watcher
+
+
+def refusal_of(harness: Harness) -> str | None:
+    return harness.tracker.refusal(
+        harness.index, time.monotonic(), max_staleness=300, may_be_empty=lambda _source: True
+    )
+
+
+@pytest.mark.parametrize("namespace", ["", "ns"])
+async def test_a_kind_built_at_run_time_is_listed_and_watched_through_custom_objects(
+    harness: Harness, namespace: str
+) -> None:
+    harness.sim.create(
+        "deployments", workload("Deployment", "a", "ns", [f"{HOST}/app@{digest(1)}"])
+    )
+    watcher = runtime_watcher(harness, DEPLOYMENTS_AS_CUSTOM, namespace)
+    assert watcher.key == SourceKey("sim", "deployments.apps", namespace)
+    await eventually(lambda: harness.index.is_synced(watcher.key))
+    assert harness.index.digest_in_use(digest(1))
+    await eventually(lambda: harness.tracker.sources[watcher.key].connected)
+
+    harness.sim.create(
+        "deployments", workload("Deployment", "b", "ns", [f"{HOST}/app@{digest(2)}"])
+    )
+    await eventually(lambda: harness.index.digest_in_use(digest(2)))
+    harness.sim.delete("deployments", "ns", "a")
+    await eventually(lambda: not harness.index.digest_in_use(digest(1)))
+
+    path = "/apis/apps/v1/" + (f"namespaces/{namespace}/" if namespace else "") + "deployments"
+    assert harness.sim.count("GET", path, watch=False) == 1
+    assert harness.sim.count("GET", path, watch=True) >= 1
+    assert refusal_of(harness) is None
+
+
+async def test_a_cluster_scoped_kind_is_asked_cluster_wide(harness: Harness) -> None:
+    """No namespace for a cluster-scoped kind: the Watcher refuses one, and a LIST asked for a
+    namespace is the cluster's all the same (`list_cluster_custom_object`)."""
+    cluster_scoped = Kind.custom(
+        "apps",
+        "v1",
+        "deployments",
+        namespaced=False,
+        extract=pod_template_at("spec", "template", "spec"),
+    )
+    with pytest.raises(ValueError, match="cluster-scoped"):
+        Watcher(harness.cluster, cluster_scoped, "ns", view=View())
+    harness.sim.create(
+        "deployments", workload("Deployment", "a", "ns", [f"{HOST}/app@{digest(1)}"])
+    )
+    listed = await list_kind(harness.cluster, cluster_scoped, "other")
+    assert len(listed.objects) == 1
+    assert harness.sim.count("GET", "/apis/apps/v1/deployments") == 1
+    assert harness.sim.count("GET", "/apis/apps/v1/namespaces") == 0
+
+
+async def test_a_kind_not_served_is_untrusted_as_not_served_and_logged_once(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness.sim.create("pods", running("a", 1))
+    harness.watch("pods")
+    watcher = runtime_watcher(harness, WIDGETS)
+    path = "/apis/example.com/v1/widgets"
+    await eventually(lambda: harness.sim.count("GET", path) >= 3)  # it keeps trying
+    status = harness.tracker.sources[watcher.key]
+    assert status.not_served
+    assert status.denied is None
+    assert not harness.index.is_synced(watcher.key)
+    refusal = refusal_of(harness)
+    assert refusal is not None
+    assert refusal.startswith(
+        "sim/widgets.example.com: not served (install the CRD or remove the entry): "
+    )
+    assert "HTTP 404" in refusal
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    message = errors[0].getMessage()
+    assert "sim/widgets.example.com" in message
+    assert "widgets.example.com is not served (install the CRD or remove the entry)" in message
+
+
+async def test_a_watch_answering_404_after_a_synced_list_refuses_while_it_lasts(
+    harness: Harness,
+) -> None:
+    """A CRD uninstalled under a synced source: its view is not trusted, within the staleness
+    or not, until a request succeeds again."""
+    harness.sim.create("pods", running("a", 1))
+    watcher = harness.watch("pods")
+    await eventually(lambda: harness.tracker.sources[PODS].connected)
+    harness.sim.fail_next(2, 404, path_prefix="/api/v1/pods")
+    harness.sim.drop_watches()
+    await eventually(lambda: harness.tracker.sources[PODS].not_served)
+    assert harness.index.is_synced(watcher.key)  # synced, recently: still refused
+    refusal = refusal_of(harness)
+    assert refusal is not None
+    assert refusal.startswith("sim/pods: not served (install the CRD or remove the entry): ")
+    await eventually(lambda: harness.tracker.sources[PODS].connected)
+    assert not harness.tracker.sources[PODS].not_served
+    assert refusal_of(harness) is None
+
+
+@pytest.mark.parametrize(
+    ("namespace", "rule"),
+    [
+        ("", "RBAC must allow the verbs list and watch on cronjobs.batch cluster-wide"),
+        ("team", "RBAC must allow the verbs list and watch on cronjobs.batch in namespace team"),
+    ],
+)
+async def test_a_403_names_the_verbs_and_the_resource_rbac_must_allow(
+    harness: Harness, namespace: str, rule: str
+) -> None:
+    harness.sim.deny("cronjobs", namespace or None)
+    harness.watch("cronjobs", namespace)
+    key = SourceKey("sim", "cronjobs", namespace)
+    await eventually(lambda: harness.tracker.sources[key].denied == 403)
+    refusal = refusal_of(harness)
+    assert refusal is not None
+    assert refusal.startswith(f"{key}: answers 403: ")
+    assert rule in refusal
+    assert not harness.tracker.sources[key].not_served
+
+
+async def test_the_once_list_reports_not_served_and_denied_sources(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness.sim.create("pods", running("a", 1))
+    harness.sim.deny("jobs")
+    view = View(harness.index, harness.tracker)
+    sources = [
+        Watcher(harness.cluster, KINDS["pods"], "", view=view),
+        Watcher(harness.cluster, KINDS["jobs"], "", view=view),
+        Watcher(harness.cluster, WIDGETS, "", view=view),
+    ]
+    await list_everything(sources)
+    assert harness.index.is_synced(PODS)
+    assert harness.index.unsynced() == (
+        SourceKey("sim", "jobs"),
+        SourceKey("sim", "widgets.example.com"),
+    )
+    refusal = refusal_of(harness)
+    assert refusal is not None
+    assert (
+        "sim/jobs: answers 403: LIST sim/jobs: HTTP 403: Forbidden: jobs.batch is forbidden"
+        in refusal
+    )
+    assert "RBAC must allow the verbs list and watch on jobs.batch cluster-wide" in refusal
+    assert "sim/widgets.example.com: not served (install the CRD or remove the entry)" in refusal
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2, errors
+    assert any("widgets.example.com is not served" in e for e in errors)

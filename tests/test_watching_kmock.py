@@ -39,8 +39,9 @@ import pytest
 from controller.clusters import Cluster, connect
 from controller.identifiers import SourceKey
 from controller.inventory import InUseIndex
-from controller.sources import KINDS, LIST_PAGE, list_kind, request
-from controller.trust import SourceTracker
+from controller.kinds import KINDS
+from controller.sources import LIST_PAGE, list_kind, request
+from controller.trust import SourceTracker, View
 from controller.watching import EventSink, Watcher, WatchOptions
 from sandbox.kubesim import pod, write_kubeconfig
 from tests.digests import digest
@@ -110,7 +111,7 @@ class Harness:
 
     def watch(self) -> Watcher:
         watcher = Watcher(
-            self.cluster, KINDS["pods"], "", index=self.index, tracker=self.tracker, options=FAST
+            self.cluster, KINDS["pods"], "", view=View(self.index, self.tracker), options=FAST
         )
         self.tg.start_soon(watcher.run)
         return watcher
@@ -385,7 +386,7 @@ async def test_a_server_ending_every_watch_at_once_is_not_hammered(
         )
         async with connect(kubeconfig=str(path), contexts=(), in_cluster=False) as (cluster,):
             watcher = Watcher(
-                cluster, KINDS["pods"], "", index=index, tracker=tracker, options=options
+                cluster, KINDS["pods"], "", view=View(index, tracker), options=options
             )
             with anyio.move_on_after(1.0):
                 await watcher.run()
