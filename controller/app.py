@@ -34,8 +34,9 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from controller.awssources import aws_sources
 from controller.clusters import Cluster, connect
-from controller.ecr import AioEcr, check_profile, known_region, open_ecr
+from controller.ecr import AioEcr, CallStats, check_profile, known_region, open_ecr
 from controller.kinds import KINDS, PODS, Kind
 from controller.leadership import AlwaysLeader, ElectionConfig, LeaderElector, Leadership
 from controller.metrics import Metrics
@@ -93,7 +94,13 @@ def scopes(kind: Kind, namespaces: Sequence[str]) -> Sequence[str]:
     return (namespaces or ("",)) if kind.namespaced else ("",)
 
 
-def build_sources(settings: Settings, clusters: Sequence[Cluster], view: View) -> list[Source]:
+def build_sources(
+    settings: Settings,
+    clusters: Sequence[Cluster],
+    view: View,
+    *,
+    aws_stats: CallStats | None = None,
+) -> list[Source]:
     """Every source of "in use" these settings ask for, each registered once in `view`.
 
     The one place both modes get their sources from: the service runs each (`Source.run`),
@@ -109,7 +116,10 @@ def build_sources(settings: Settings, clusters: Sequence[Cluster], view: View) -
             for kind in watched_kinds(settings)
             for namespace in scopes(kind, settings.namespaces)
         ),
-        # a new kind of source: one line here, e.g. *ecs_pollers(settings, view),
+        *aws_sources(
+            settings, view, region=resolve_region(settings), stats=aws_stats or CallStats()
+        ),
+        # a new kind of source: one line here
     ]
 
 
@@ -304,6 +314,8 @@ class Service:
             time.monotonic,
             refusal=lambda: refusal(self.view, self.settings),
         )
+        self.aws_stats = CallStats()  # the ECS, Lambda and STS calls of the AWS sources
+        self.metrics.watch_aws_sources(self.aws_stats)
 
     async def run(self) -> int:
         address = self.settings.metrics_address
@@ -342,7 +354,7 @@ class Service:
             log.info("serving /metrics, /healthz and /readyz on port %s", port)
             outer.start_soon(leader.run, name="leader election")
             async with anyio.create_task_group() as inner:
-                for source in build_sources(settings, clusters, view):
+                for source in build_sources(settings, clusters, view, aws_stats=self.aws_stats):
                     inner.start_soon(source.run, name=f"watch {source.key}")
 
                 restorer: Restorer | None = None

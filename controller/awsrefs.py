@@ -68,7 +68,11 @@ def objects_in(value: object) -> list[Mapping[str, Any]]:
 def service_task_definitions(service: Mapping[str, Any]) -> frozenset[str]:
     """The task definitions a DescribeServices entry may start tasks from: its own, its PRIMARY
     and ACTIVE deployments' (an ACTIVE one is still being replaced, and a failed rollout returns
-    to it), and every task set's (EXTERNAL and CODE_DEPLOY controllers)."""
+    to it), and every task set's (EXTERNAL and CODE_DEPLOY controllers). None for a deleted
+    (INACTIVE) service: it starts nothing again, and ECS lists it for a while after the delete
+    (a DRAINING one is still listed here: its tasks may still be replaced)."""
+    if service.get("status") == "INACTIVE":
+        return frozenset()
     arns = [service.get("taskDefinition")]
     arns += [
         d.get("taskDefinition")

@@ -43,6 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from controller import __version__
+from controller.awsuse import ECS_ACTIONS, LAMBDA_ACTIONS
 from controller.ecr import CallStats
 from controller.inventory import InUseIndex
 from controller.pruning import CycleReport, RepositoryReport
@@ -61,6 +62,11 @@ ECR_OPERATIONS = (
     "UpdateImageStorageClass",
 )
 """The ECR operations the controller calls: their call and throttle counters start at 0."""
+
+AWS_SOURCE_OPERATIONS = tuple(
+    action.split(":")[1] for action in (*ECS_ACTIONS, *LAMBDA_ACTIONS, "sts:AssumeRole")
+)
+"""The ECS, Lambda and STS operations the AWS sources call (--protect-ecs, --protect-lambda)."""
 
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800)
 """Seconds: from a cycle over a few small repositories to one over a large registry (30 min)."""
@@ -396,7 +402,15 @@ class Metrics:
 
     def watch_ecr(self, stats: CallStats) -> None:
         """Expose the ECR call and throttle counts, read at each scrape."""
-        self._registry.register(_EcrCollector(stats))
+        self._registry.register(_CallCollector(stats, "ecr_api", "ECR API", ECR_OPERATIONS))
+
+    def watch_aws_sources(self, stats: CallStats) -> None:
+        """Expose the ECS, Lambda and STS call counts of the AWS sources, read at each scrape."""
+        self._registry.register(
+            _CallCollector(
+                stats, "aws_source_api", "ECS, Lambda and STS API", AWS_SOURCE_OPERATIONS
+            )
+        )
 
 
 class _SourceFamilies(NamedTuple):
@@ -509,11 +523,14 @@ class _SourceCollector:
         return list(f)
 
 
-class _EcrCollector:
-    """Reads the ECR gateway's call statistics when scraped."""
+class _CallCollector:
+    """Reads an AWS gateway's call statistics when scraped: `NAME_calls_total`,
+    `NAME_throttles_total`, `NAME_server_errors_total` by operation, each known operation at 0
+    from the start."""
 
-    def __init__(self, stats: CallStats) -> None:
+    def __init__(self, stats: CallStats, name: str, api: str, operations: Sequence[str]) -> None:
         self._stats = stats
+        self._name, self._api, self._operations = name, api, tuple(operations)
 
     def describe(self) -> list[Metric]:
         return list(self._families())
@@ -521,30 +538,32 @@ class _EcrCollector:
     def collect(self) -> list[Metric]:
         calls, throttles, server_errors = self._families()
         stats = self._stats
-        operations = sorted({*ECR_OPERATIONS, *stats.calls, *stats.throttles, *stats.server_errors})
+        operations = sorted(
+            {*self._operations, *stats.calls, *stats.throttles, *stats.server_errors}
+        )
         for operation in operations:
             calls.add_metric([operation], stats.calls[operation])
             throttles.add_metric([operation], stats.throttles[operation])
             server_errors.add_metric([operation], stats.server_errors[operation])
         return [calls, throttles, server_errors]
 
-    @staticmethod
-    def _families() -> tuple[CounterMetricFamily, CounterMetricFamily, CounterMetricFamily]:
+    def _families(self) -> tuple[CounterMetricFamily, CounterMetricFamily, CounterMetricFamily]:
+        name, api = PREFIX + self._name, self._api
         return (
             CounterMetricFamily(
-                PREFIX + "ecr_api_calls_total",
-                "ECR API calls made (one per call, retries not counted), per operation.",
+                name + "_calls_total",
+                f"{api} calls made (one per call, retries not counted), per operation.",
                 labels=["operation"],
             ),
             CounterMetricFamily(
-                PREFIX + "ecr_api_throttles_total",
-                "ECR API attempts answered with throttling (HTTP 429 or a throttling error code), "
+                name + "_throttles_total",
+                f"{api} attempts answered with throttling (HTTP 429 or a throttling error code), "
                 "per operation.",
                 labels=["operation"],
             ),
             CounterMetricFamily(
-                PREFIX + "ecr_api_server_errors_total",
-                "ECR API attempts answered with a 5xx server error, retried or not, per operation.",
+                name + "_server_errors_total",
+                f"{api} attempts answered with a 5xx server error, retried or not, per operation.",
                 labels=["operation"],
             ),
         )

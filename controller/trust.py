@@ -39,6 +39,10 @@ class SourceStatus:
     # complete LISTs; whether the source is synced is the index's to say
     malformed: int = 0
     # objects, image references and watch lines skipped as malformed (LISTs and watch events)
+    polled: bool = False
+    # a periodic poll (ECS, Lambda), not a watch: its view is as old as its last good poll
+    # whether or not the next one fails, so a failing poll is stale (`staleness`, from the last
+    # good poll), never "lagging": there are no missed events for a delete call to wait for
 
     @property
     def relists(self) -> int:
@@ -88,7 +92,7 @@ class SourceTracker:
         --max-staleness such a view is still trusted, but the events of the gap are not in it
         yet: a delete call waits for it to catch up."""
         for source, status in self.sources.items():
-            if not status.connected and status.since is not None:
+            if not status.connected and status.since is not None and not status.polled:
                 return f"{source}: reconnecting ({status.last_error or 'no stream'})"
         return None
 

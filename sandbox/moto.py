@@ -265,6 +265,14 @@ def throttling(operation: str, times: int) -> Iterator[list[int]]:
     """moto's ECS answers its first `times` calls of `operation` (a response method name such
     as "list_tasks") with ThrottlingException, HTTP 400, as ECS does past its rate; moto itself
     never throttles. Yields the count of calls answered so far (one element)."""
+    with failing(operation, times, "ThrottlingException", "Rate exceeded") as seen:
+        yield seen
+
+
+@contextmanager
+def failing(operation: str, times: int, code: str, message: str) -> Iterator[list[int]]:
+    """moto's ECS answers its first `times` calls of `operation` with the error `code`, HTTP
+    400 (ServerException, for one: an ECS in trouble). Yields the count of calls so far."""
     from moto.core.exceptions import JsonRESTError
     from moto.ecs.responses import EC2ContainerServiceResponse
 
@@ -274,7 +282,7 @@ def throttling(operation: str, times: int) -> Iterator[list[int]]:
     def limited(self: Any) -> Any:
         seen[0] += 1
         if seen[0] <= times:
-            raise JsonRESTError("ThrottlingException", "Rate exceeded")
+            raise JsonRESTError(code, message)
         return original(self)
 
     setattr(EC2ContainerServiceResponse, operation, limited)

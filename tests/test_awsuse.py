@@ -172,6 +172,8 @@ def test_kept_revisions_are_each_familys_newest(
             {td("web", 5), td("web", 4)},
         ),
         ({"deployments": "nope", "taskSets": [None, {"taskDefinition": 3}]}, set()),
+        ({"status": "INACTIVE", "taskDefinition": td("web", 3)}, set()),  # deleted
+        ({"status": "DRAINING", "taskDefinition": td("web", 3)}, {td("web", 3)}),
     ],
 )
 def test_service_task_definitions(service: dict[str, Any], expected: set[str]) -> None:

@@ -607,6 +607,9 @@ def populated() -> CollectorRegistry:
     stats.calls["DescribeImages"] += 1
     stats.throttles["DescribeImages"] += 1
     metrics.watch_ecr(stats)
+    aws = CallStats()
+    aws.calls["ListTasks"] += 1
+    metrics.watch_aws_sources(aws)
     return registry
 
 
