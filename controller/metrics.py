@@ -421,6 +421,7 @@ class _SourceFamilies(NamedTuple):
     synced: GaugeMetricFamily
     connected: GaugeMetricFamily
     denied: GaugeMetricFamily
+    not_served: GaugeMetricFamily
     staleness: GaugeMetricFamily
     objects: GaugeMetricFamily
     in_use: GaugeMetricFamily
@@ -459,6 +460,11 @@ class _SourceFamilies(NamedTuple):
             denied=gauge(
                 "watch_denied",
                 "1 while the source's API server answers 401 or 403 (check RBAC), else 0.",
+            ),
+            not_served=gauge(
+                "watch_not_served",
+                "1 while the source's API server answers 404: its resource is not served (the "
+                "CRD of a --protect-resources entry not installed), else 0.",
             ),
             staleness=gauge(
                 "watch_staleness_seconds",
@@ -514,6 +520,7 @@ class _SourceCollector:
             f.synced.add_metric(labels, 1 if self._index.is_synced(source) else 0)
             f.connected.add_metric(labels, 1 if status.connected else 0)
             f.denied.add_metric(labels, 1 if status.denied is not None else 0)
+            f.not_served.add_metric(labels, 1 if status.not_served else 0)
             f.staleness.add_metric(labels, self._tracker.staleness(source, now))
         kinds = {s.kind for s in self._tracker.sources} | {s.kind for s in self._index.sources}
         for kind in sorted(kinds):

@@ -31,7 +31,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sandbox.kubesim import RESOURCES, ThreadedKubeSimulator, pod, write_kubeconfig
+from controller.resources import resolve
+from sandbox.kubesim import RESOURCES, ResourceType, ThreadedKubeSimulator, pod, write_kubeconfig
 from sandbox.moto import CREDENTIALS
 from sandbox.ports import free_port
 from sandbox.scenario import UNSELECTED
@@ -60,19 +61,20 @@ def enforce_rbac(kube: ThreadedKubeSimulator, grants: Grants, namespaces: Iterab
     which also denies the all-namespaces LIST/WATCH. Grants narrowed to resourceNames count for
     their namespace (the simulator's denials are not per name).
     """
-    for resource, rt in RESOURCES.items():
+    for rt in kube.resource_types:  # the built-in kinds and the custom resources installed
         for verb in VERBS:
             scopes = {
                 scope
                 for (scope, group, granted, _names), verbs in grants.items()
-                if group == rt.group and granted == resource and verb in verbs
+                if group == rt.group and granted == rt.plural and verb in verbs
             }
             if "cluster" in scopes:
                 continue
             if not scopes:
-                kube.deny(resource, None, [verb])
-            for namespace in set(namespaces) - scopes:
-                kube.deny(resource, namespace, [verb])
+                kube.deny(rt.key, None, [verb])
+            if rt.namespaced:
+                for namespace in set(namespaces) - scopes:
+                    kube.deny(rt.key, namespace, [verb])
 
 
 def namespaces_of(kube: ThreadedKubeSimulator) -> set[str]:
@@ -163,7 +165,8 @@ class Pod:
     def start(self, endpoint: str, cwd: Path) -> subprocess.Popen[str]:
         process = subprocess.Popen(
             [sys.executable, "-m", "controller", *self.args],
-            env={**self.env, "AWS_ENDPOINT_URL_ECR": endpoint},
+            # moto serves ECR and, for --protect-ecs and --protect-lambda, ECS, Lambda and STS
+            env={**self.env, "AWS_ENDPOINT_URL_ECR": endpoint, "AWS_ENDPOINT_URL": endpoint},
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -289,8 +292,15 @@ def test_the_all_features_deployment_prunes_two_clusters_safely(
     # runs against the ECR simulator, in tests/test_archive.py)
     r = render({"metrics": {"port": port}, "disposal": "delete"}, files=[ALL_FEATURES])
     features = yaml.safe_load(ALL_FEATURES.read_text())
+    # the CRDs of protectResources, installed in both clusters (one not served refuses)
+    custom = [
+        ResourceType(e.resource, e.resource.title(), e.group, e.version, namespaced=e.namespaced)
+        for e in resolve(features["protectResources"])
+    ]
     # a second cluster: staging runs an old shop/api build that production does not use
-    with ThreadedKubeSimulator(token="staging-token") as staging:
+    with ThreadedKubeSimulator(token="staging-token", custom_resources=custom) as staging:
+        for rt in custom:
+            world.kube.install(rt)
         old = world.scenario.image_id("shop/api", "build-5")
         staging.create(
             "pods",

@@ -223,3 +223,31 @@ def test_a_crd_uninstalled_takes_its_protection_and_the_trust_away(world: World)
     assert result.returncode == 1
     assert "not served" in result.stderr
     assert world.left() == set(range(8))
+
+
+def test_a_source_not_served_shows_in_its_own_metric() -> None:
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from controller.identifiers import SourceKey
+    from controller.metrics import Metrics
+    from controller.trust import View
+
+    view, registry = View(), CollectorRegistry()
+    key = SourceKey("prod", "scaledjobs.keda.sh")
+    view.register(key)
+    Metrics(registry).watch_sources(
+        view.tracker, view.index, time.monotonic, refusal=lambda: "not served"
+    )
+    labels = {"source_cluster": "prod", "kind": "scaledjobs.keda.sh", "source_namespace": ""}
+
+    def value() -> float | None:
+        return registry.get_sample_value("ecr_cleanup_watch_not_served", labels)
+
+    assert value() == 0
+    view.tracker.disconnected(key, time.monotonic(), "HTTP 404", status_code=404)
+    assert value() == 1
+    assert registry.get_sample_value("ecr_cleanup_watch_denied", labels) == 0
+    view.tracker.connected(key, time.monotonic())  # the CRD installed: the next LIST works
+    assert value() == 0

@@ -44,6 +44,7 @@ def test_metric_table_matches_the_registry() -> None:
     metrics = Metrics(registry)
     metrics.watch_sources(SourceTracker(), InUseIndex(), time.monotonic, refusal=lambda: None)
     metrics.watch_ecr(CallStats())
+    metrics.watch_aws_sources(CallStats())
     registered = {
         family.name + ("_total" if family.type == "counter" else "")
         for family in registry.collect()
