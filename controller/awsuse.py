@@ -57,7 +57,8 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -427,14 +428,33 @@ async def poll_ecs(
 ) -> Usage:
     """What ECS in `region` uses, for the clusters whose name matches the glob `clusters`, with
     the newest `revisions` ACTIVE revisions of every family. Raises AwsSourceError."""
-    stats = stats if stats is not None else CallStats()
     cache = cache if cache is not None else UsageCache()
+    async with _client(session, "ecs", region, account, stats, concurrency, call_budget) as (
+        ecs,
+        call,
+    ):
+        return await _EcsPoll(ecs, call, cache, region).run(clusters, revisions)
+
+
+@asynccontextmanager
+async def _client(
+    session: Any,
+    service: str,
+    region: str,
+    account: Account,
+    stats: CallStats | None,
+    concurrency: int,
+    call_budget: float,
+) -> AsyncIterator[tuple[Any, _Caller]]:
+    """A poll's client of `service`, with the account's credentials (a role assumed first),
+    ECR's reading configuration, and every call counted in `stats` and bounded in time."""
+    stats = stats if stats is not None else CallStats()
     call = _Caller(stats, call_budget, anyio.CapacityLimiter(concurrency))
     config = reading_config(concurrency)
     credentials = await _credentials(session, account, region=region, config=config, call=call)
-    async with session.client("ecs", region_name=region, config=config, **credentials) as ecs:
-        call.watch(ecs, "ecs")
-        return await _EcsPoll(ecs, call, cache, region).run(clusters, revisions)
+    async with session.client(service, region_name=region, config=config, **credentials) as aws:
+        call.watch(aws, service)
+        yield aws, call
 
 
 class _EcsPoll:
@@ -551,13 +571,11 @@ async def poll_lambda(
 ) -> Usage:
     """What Lambda in `region` uses: every PackageType Image function's $LATEST image (tag and
     digest) and every published version's digest. Raises AwsSourceError."""
-    stats = stats if stats is not None else CallStats()
     cache = cache if cache is not None else UsageCache()
-    call = _Caller(stats, call_budget, anyio.CapacityLimiter(concurrency))
-    config = reading_config(concurrency)
-    credentials = await _credentials(session, account, region=region, config=config, call=call)
-    async with session.client("lambda", region_name=region, config=config, **credentials) as aws:
-        call.watch(aws, "lambda")
+    async with _client(session, "lambda", region, account, stats, concurrency, call_budget) as (
+        aws,
+        call,
+    ):
         return await _LambdaPoll(aws, call, cache, region).run()
 
 

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from controller.awssources import AwsSource, source_key
@@ -38,9 +37,9 @@ from sandbox.moto import (
     moto_server,
     set_image_digests,
 )
+from tests.test_awsuse import HOST, OTHER_ACCOUNT, client, register
+from tests.test_awsuse import lambda_role as function_role
 
-HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
-OTHER_ACCOUNT = "111111111111"
 APP = RepositoryId(EcrRegistry(ACCOUNT, REGION), "app")
 
 
@@ -53,31 +52,6 @@ def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     with moto_server() as url:
         monkeypatch.setenv("AWS_ENDPOINT_URL", url)
         yield url
-
-
-def aws(url: str, service: str, **credentials: Any) -> Any:
-    return boto3.client(service, endpoint_url=url, region_name=REGION, **credentials)
-
-
-def register(ecs: Any, family: str, image: str) -> str:
-    answer = ecs.register_task_definition(
-        family=family, containerDefinitions=[{"name": "c", "image": image, "memory": 128}]
-    )
-    return str(answer["taskDefinition"]["taskDefinitionArn"])
-
-
-def function_role(url: str, **credentials: Any) -> str:
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "*"}
-        ],
-    }
-    return str(
-        aws(url, "iam", **credentials).create_role(
-            RoleName="fn", AssumeRolePolicyDocument=json.dumps(trust)
-        )["Role"]["Arn"]
-    )
 
 
 class Registry:
@@ -99,12 +73,18 @@ class Registry:
     def image(self, n: int) -> str:
         return f"{HOST}/app:v{n}"
 
-    def run(self, *flags: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *flags: str, credentials: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The CLI against moto, with the test credentials or an IAM user's (no session token)."""
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ECR_CLEANUP_"))},
             **CREDENTIALS,
+            **(credentials or {}),
             "AWS_ENDPOINT_URL": self.url,
         }
+        if credentials:
+            del env["AWS_SESSION_TOKEN"]
         return subprocess.run(
             [
                 sys.executable,
@@ -140,7 +120,7 @@ def test_a_registry_shared_by_a_pod_ecs_and_lambda_keeps_all_their_images(
     registry: Registry,
 ) -> None:
     r = registry
-    ecs = aws(r.url, "ecs")
+    ecs = client(r.url, "ecs")
     ecs.create_cluster(clusterName="prod")
     register(ecs, "web", r.image(1))  # web:1, outside a keep window of 2
     register(ecs, "web", r.image(2))  # web:2, inside: a rollback target
@@ -150,7 +130,7 @@ def test_a_registry_shared_by_a_pod_ecs_and_lambda_keeps_all_their_images(
     ecs.run_task(cluster="prod", taskDefinition="job:1", launchType="FARGATE")
     # the running task reports the digest it pulled (moto never sets it): protected by digest
     assert set_image_digests(ACCOUNT, REGION, "prod", {r.image(4): r.digests[4]}) == 1
-    lam = aws(r.url, "lambda")
+    lam = client(r.url, "lambda")
     lam.create_function(
         FunctionName="fn",
         Role=function_role(r.url),
@@ -175,7 +155,7 @@ def test_a_registry_shared_by_a_pod_ecs_and_lambda_keeps_all_their_images(
 
 
 def test_without_the_flags_ecs_and_lambda_protect_nothing(registry: Registry) -> None:
-    ecs = aws(registry.url, "ecs")
+    ecs = client(registry.url, "ecs")
     ecs.create_cluster(clusterName="prod")
     register(ecs, "web", registry.image(3))
     ecs.create_service(cluster="prod", serviceName="web", taskDefinition="web:1", desiredCount=1)
@@ -191,7 +171,7 @@ def _policy(*statements: dict[str, Any]) -> str:
 def reader_role(url: str, *, deny: str | None) -> tuple[dict[str, str], str]:
     """An IAM user allowed everything (the controller's identity) and a role it may assume
     that reads ECS, but for the action `deny`; their credentials for the CLI, the role ARN."""
-    iam = aws(url, "iam")
+    iam = client(url, "iam")
     iam.create_user(UserName="controller")
     everything = iam.create_policy(
         PolicyName="all",
@@ -214,7 +194,7 @@ def set_reader_policy(url: str, *, deny: str | None) -> None:
     statements: list[dict[str, Any]] = [{"Effect": "Allow", "Action": "ecs:*", "Resource": "*"}]
     if deny is not None:
         statements.append({"Effect": "Deny", "Action": deny, "Resource": "*"})
-    aws(url, "iam").put_role_policy(
+    client(url, "iam").put_role_policy(
         RoleName="reader", PolicyName="ecs", PolicyDocument=_policy(*statements)
     )
 
@@ -223,7 +203,7 @@ def test_a_denied_poll_refuses_to_prune_naming_the_action_and_a_good_one_recover
     registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     r = registry
-    ecs = aws(r.url, "ecs")
+    ecs = client(r.url, "ecs")
     ecs.create_cluster(clusterName="prod")
     register(ecs, "web", r.image(3))
     ecs.run_task(cluster="prod", taskDefinition="web:1", launchType="FARGATE")
@@ -233,47 +213,16 @@ def test_a_denied_poll_refuses_to_prune_naming_the_action_and_a_good_one_recover
     monkeypatch.delenv("AWS_SESSION_TOKEN")
     flags = (f"--protect-ecs=;role={role}",)
     with iam_enforced():
-        denied = _run_as(r, credentials, *flags)
+        denied = r.run(*flags, credentials=credentials)
     assert denied.returncode == 1
     assert "ecs:DescribeTasks denied" in denied.stderr
     assert "cycle refused" in denied.stderr
     assert r.left() == set(range(12))  # nothing deleted
     set_reader_policy(r.url, deny=None)
     with iam_enforced():
-        allowed = _run_as(r, credentials, *flags)
+        allowed = r.run(*flags, credentials=credentials)
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     assert r.left() == {3, 11}  # the running task's v3 and the pod's v11
-
-
-def _run_as(
-    r: Registry, credentials: dict[str, str], *flags: str
-) -> subprocess.CompletedProcess[str]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ECR_CLEANUP_"))},
-        **CREDENTIALS,
-        **credentials,
-        "AWS_ENDPOINT_URL": r.url,
-    }
-    env.pop("AWS_SESSION_TOKEN")
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "controller",
-            "-repos=app",
-            "--once",
-            "-dry-run=false",
-            "-max-images=1",
-            "--keep-tags=",
-            f"-kubeconfig={r.kubeconfig}",
-            *flags,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_another_account_s_ecs_protects_through_an_assumed_role(registry: Registry) -> None:
@@ -283,8 +232,10 @@ def test_another_account_s_ecs_protects_through_an_assumed_role(registry: Regist
 
     r = registry
     role = f"arn:aws:iam::{OTHER_ACCOUNT}:role/ecr-cleanup-reader"
-    granted = aws(r.url, "sts").assume_role(RoleArn=role, RoleSessionName="seeding")["Credentials"]
-    theirs = aws(
+    granted = client(r.url, "sts").assume_role(RoleArn=role, RoleSessionName="seeding")[
+        "Credentials"
+    ]
+    theirs = client(
         r.url,
         "ecs",
         aws_access_key_id=granted["AccessKeyId"],
@@ -324,7 +275,7 @@ def refusal(view: View, clock: Clock, max_staleness: float = 300) -> str | None:
 async def test_a_failing_poll_keeps_the_last_view_until_max_staleness_then_refuses(
     moto: str,
 ) -> None:
-    ecs = aws(moto, "ecs")
+    ecs = client(moto, "ecs")
     ecs.create_cluster(clusterName="prod")
     register(ecs, "web", f"{HOST}/app:v1")
     ecs.create_service(cluster="prod", serviceName="web", taskDefinition="web:1", desiredCount=1)
@@ -358,7 +309,7 @@ async def test_a_failing_poll_keeps_the_last_view_until_max_staleness_then_refus
 
 
 async def test_a_denied_poll_refuses_at_once(moto: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    ecs = aws(moto, "ecs")
+    ecs = client(moto, "ecs")
     ecs.create_cluster(clusterName="prod")
     credentials, role = reader_role(moto, deny=None)
     for key, value in credentials.items():
