@@ -729,6 +729,13 @@ _BOOL_SPELLINGS = frozenset(
     if flag.kind == "bool"
     for spelling in (f"-{flag.name}", f"--{flag.name}")
 )
+_OPTIONAL_VALUE_SPELLINGS = frozenset(
+    spelling
+    for flag in FLAGS
+    if flag.kind == "bool" and flag.metavar != "BOOL"
+    for spelling in (f"-{flag.name}", f"--{flag.name}")
+)
+# flags that mean something alone and take a value that is not a boolean (--protect-ecs)
 _BOOL_WORDS = frozenset({"1", "0", "t", "f", "true", "false", "yes", "no", "on", "off"})
 _NEGATIVE_NUMBER = re.compile(r"-[0-9]+|-[0-9]*\.[0-9]+")  # argparse treats these as values
 
@@ -833,6 +840,16 @@ def _parse_command_line(argv: Sequence[str]) -> argparse.Namespace:
                     f"a boolean flag takes its value after '=': write {token}={following} "
                     f"(Go reads '{token} {following}' as {token}=true and ignores every flag "
                     "after it)",
+                )
+            if (
+                token in _OPTIONAL_VALUE_SPELLINGS
+                and following is not None
+                and not following.startswith("-")
+            ):
+                raise ConfigError(
+                    token,
+                    f"takes its value after '=': write {token}={following} (alone, {token} "
+                    "means its default)",
                 )
             if following is not None and following != "--" and not following.startswith("-"):
                 raise ConfigError(

@@ -133,6 +133,12 @@ FLAG_CASES = (
     ),
     Case("--protect-ecs", "mars-1", "bad region", "--protect-ecs: 'mars-1' is not an AWS region"),
     Case(
+        "--protect-ecs us-east-1",
+        "",
+        "conflicting",
+        "--protect-ecs: takes its value after '=': write --protect-ecs=us-east-1",
+    ),
+    Case(
         "--protect-ecs",
         "us-east-1/prod-*;role=admin",
         "bad role",
