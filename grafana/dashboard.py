@@ -331,17 +331,24 @@ SAFETY = [
         width=8,
     ),
     Panel(
-        "Sources denied (401/403)",
+        "Sources denied (401/403) or not served (404)",
         "timeseries",
         "bool_yes_no",
         [
             Target(
                 "max by (source_cluster, kind, source_namespace) "
                 f"({m('ecr_cleanup_watch_denied')})",
-                "{{source_cluster}} {{kind}} {{source_namespace}}",
-            )
+                "denied: {{source_cluster}} {{kind}} {{source_namespace}}",
+            ),
+            Target(
+                "max by (source_cluster, kind, source_namespace) "
+                f"({m('ecr_cleanup_watch_not_served')})",
+                "not served: {{source_cluster}} {{kind}} {{source_namespace}}",
+            ),
         ],
-        "1 while a source's API server answers 401 or 403: check the RBAC of that cluster.",
+        "1 while a source's API server answers 401 or 403 (check the RBAC of that cluster, or "
+        "the IAM policy of an ECS or Lambda source), or 404 (a --protect-resources CRD that "
+        "cluster does not serve: install it or remove the entry). Either stops pruning.",
         width=8,
     ),
     Panel(
@@ -423,6 +430,25 @@ ECR_API = [
         "Repository prunes that failed, per failing operation and error code, per interval of "
         "the graph (the line without a code is the zero line).",
         bars=True,
+    ),
+    Panel(
+        "ECS, Lambda and STS calls, per operation",
+        "timeseries",
+        "reqps",
+        [
+            Target(
+                f"sum by (operation) (rate({m('ecr_cleanup_aws_source_api_calls_total')}"
+                "[$__rate_interval]))",
+                "{{operation}}",
+            ),
+            Target(
+                f"sum by (operation) (rate({m('ecr_cleanup_aws_source_api_throttles_total')}"
+                "[$__rate_interval]))",
+                "throttled {{operation}}",
+            ),
+        ],
+        "The calls of the --protect-ecs and --protect-lambda sources (zero without them), and "
+        "their throttled attempts.",
     ),
 ]
 
