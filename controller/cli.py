@@ -545,7 +545,8 @@ FLAGS: tuple[Flag[Any], ...] = (
         "every service's deployments, and the newest --ecs-keep-task-definitions revisions of each "
         "family. Alone: every cluster in the registry's region; or a comma list of "
         "REGION[/CLUSTER-GLOB][;role=ARN] (an IAM role to assume for another account). Polled "
-        "every --aws-sources-interval; a failing or denied poll stops pruning as a cluster does.",
+        "every --aws-sources-interval; a denied poll stops pruning at once, a failing one once "
+        "its last good poll is older than --max-staleness.",
         "kubernetes",
         kind="bool",
         metavar="SCOPES",
@@ -998,6 +999,18 @@ def _settings(
             + "; only namespaces listed in -namespaces are checked one by one",
         )
 
+    aws_interval = sources.get("aws-sources-interval")
+    max_staleness = sources.get("max-staleness")
+    if (sources.get("protect-ecs") or sources.get("protect-lambda")) and (
+        aws_interval >= max_staleness
+    ):
+        raise ConfigError(
+            sources.field("aws-sources-interval"),
+            f"{format_duration(aws_interval)} is not shorter than --max-staleness "
+            f"{format_duration(max_staleness)}: an ECS or Lambda view is as old as its last "
+            "poll, and pruning must never rest on a view older than --max-staleness",
+        )
+
     leader_elect = sources.get("leader-elect")
     lease_namespace = sources.get("lease-namespace")
     if lease_namespace is None and leader_elect:
@@ -1036,11 +1049,11 @@ def _settings(
         allow_empty=sources.get("allow-empty"),
         allow_empty_namespaces=allow_empty_namespaces,
         allow_empty_clusters=sources.get("allow-empty-clusters"),
-        max_staleness=sources.get("max-staleness"),
+        max_staleness=max_staleness,
         protect_workloads=sources.get("protect-workloads"),
         protect_resources=protect_resources,
         protect_aws=(*sources.get("protect-ecs"), *sources.get("protect-lambda")),
-        aws_sources_interval=sources.get("aws-sources-interval"),
+        aws_sources_interval=aws_interval,
         ecs_keep_task_definitions=sources.get("ecs-keep-task-definitions"),
         leader_elect=leader_elect,
         lease_name=sources.get("lease-name"),

@@ -154,6 +154,12 @@ FLAG_CASES = (
     ),
     Case("--protect-lambda", "useast1", "bad region", "--protect-lambda: 'useast1' is not an AWS"),
     Case("--aws-sources-interval", "2", "bad duration", "--aws-sources-interval: expected a"),
+    Case(
+        "--protect-ecs --aws-sources-interval=5m",
+        "",
+        "conflicting",
+        "--aws-sources-interval: 5m is not shorter than --max-staleness 5m",
+    ),
     Case("--ecs-keep-task-definitions", "0", "out of range", "--ecs-keep-task-definitions: "),
     Case(
         "--protect-resources",
