@@ -4,8 +4,9 @@ Each implements `sources.Source`, so the trust rules judge it as they judge a Ku
 kind: not trusted before its first complete poll, never while denied (a 403: the log names
 the IAM action missing), and not once its last good poll is older than --max-staleness. A
 failed poll leaves the last view in force meanwhile: a poll's view is always up to one
-interval old, and one more failed poll makes it older, not partial. So unlike a watch that
-reconnects, a failing poller does not make the delete calls wait for it (`SourceStatus.polled`).
+interval old, and one more failed poll makes it older, not partial: its staleness counts from
+the last good poll, always, under way, late or failing. So unlike a watch that reconnects, a
+failing poller does not make the delete calls wait for it (`SourceStatus.polled`).
 
 The calls are `awsuse`'s; this module only schedules them, every --aws-sources-interval,
 and reports each outcome to the view.
@@ -179,9 +180,8 @@ class AwsSource:
         )
 
     def _failed(self, started: float, reason: str, status_code: int | None) -> None:
-        # staleness counts from the last good poll: the view is that old, whatever failed since
-        since = self._last_good if self._last_good is not None else started
-        self._view.tracker.disconnected(self._key, since, reason, status_code=status_code)
+        # its staleness counts from the last good poll whatever happens (SourceStatus.polled)
+        self._view.tracker.disconnected(self._key, started, reason, status_code=status_code)
         level = logging.ERROR if reason != self._failing else logging.INFO
         log.log(
             level,

@@ -40,9 +40,11 @@ class SourceStatus:
     malformed: int = 0
     # objects, image references and watch lines skipped as malformed (LISTs and watch events)
     polled: bool = False
-    # a periodic poll (ECS, Lambda), not a watch: its view is as old as its last good poll
-    # whether or not the next one fails, so a failing poll is stale (`staleness`, from the last
-    # good poll), never "lagging": there are no missed events for a delete call to wait for
+    # a periodic poll (ECS, Lambda), not a watch: its view is as old as its last good poll,
+    # whether the next one is under way, late or failing; so its staleness always counts from
+    # that poll (`listed_at`), and it never "lags": no missed events for a delete call to wait for
+    listed_at: float | None = None
+    # when the last complete LIST (or poll) landed
 
     @property
     def relists(self) -> int:
@@ -61,7 +63,9 @@ class SourceTracker:
 
     def listed(self, source: SourceKey, now: float) -> None:
         """A LIST completed (the caller has just replaced the source in the index)."""
-        self.register(source).lists += 1
+        status = self.register(source)
+        status.lists += 1
+        status.listed_at = now
         self.connected(source, now)
 
     def connected(self, source: SourceKey, now: float) -> None:
@@ -99,6 +103,8 @@ class SourceTracker:
     def staleness(self, source: SourceKey, now: float) -> float:
         """Seconds since the source's view was last known current (0 while connected)."""
         status = self.register(source)
+        if status.polled:
+            return now - status.listed_at if status.listed_at is not None else float("inf")
         if status.connected:
             return 0.0
         return now - status.since if status.since is not None else float("inf")
@@ -117,6 +123,12 @@ class SourceTracker:
             elif not index.is_synced(source):
                 found[source] = "initial LIST not complete" + (
                     f" ({status.last_error})" if status.last_error else ""
+                )
+            elif status.polled and self.staleness(source, now) > max_staleness:
+                found[source] = (
+                    f"last good poll {self.staleness(source, now):.0f}s ago "
+                    f"(max {max_staleness:.0f}s)"
+                    + (f": {status.last_error}" if status.last_error else "")
                 )
             elif not status.connected and self.staleness(source, now) > max_staleness:
                 found[source] = (

@@ -303,9 +303,11 @@ async def test_a_failing_poll_keeps_the_last_view_until_max_staleness_then_refus
     assert view.tracker.lagging() is None  # and delete calls do not wait for a poll
     assert "v1" in view.index.tags_in(APP)
     clock.now += 200  # 320 s since the last good poll
-    assert "disconnected for 320s" in (refusal(view, clock) or "")
+    assert "last good poll 320s ago (max 300s): " in (refusal(view, clock) or "")
     assert await source.poll()  # it recovers
     assert refusal(view, clock) is None
+    clock.now += 301  # a poll late or still under way: its view is that old all the same
+    assert "last good poll 301s ago (max 300s)" in (refusal(view, clock) or "")
 
 
 async def test_a_denied_poll_refuses_at_once(moto: str, monkeypatch: pytest.MonkeyPatch) -> None:
