@@ -497,6 +497,8 @@ class Pruner:
             self._dry_run(repository, the_plan, report, disposal)
         else:
             await self._execute(repository, the_plan, report, gate, disposal)
+        if report.stopped_by is not None:
+            return  # the gate stopped this repository's deletions: none from the archive either
         if archived is not None and rules.delete_archived_after is not None:
             await self._expire(repository, archived, images, report, rules, now, gate)
 

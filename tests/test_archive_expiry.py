@@ -500,3 +500,24 @@ async def test_the_metrics_count_deletions_from_the_archive_apart_from_the_activ
     assert value("images_deleted_total") == 0
     assert value("images_archived_total") == 0
     assert value("repository_images") == 2
+
+
+async def test_a_repository_the_gate_stopped_deletes_nothing_from_the_archive_either() -> None:
+    ecr = seeded_fake()
+    ecr.add("app", active(7), active(8))  # two to archive first: the gate stops the first call
+    pruner = expirer(ecr, InUseIndex())
+    report = await pruner.run_cycle(now=NOW, gate=lambda: "leadership lost", clock=lambda: NOW)
+    assert report.refused == "leadership lost"  # refused before anything
+    calls: list[str] = []
+
+    def gate() -> str | None:
+        calls.append("asked")
+        return None if len(calls) <= 1 else "leadership lost"  # the cycle starts, then stops
+
+    report = await pruner.run_cycle(now=NOW, gate=gate, clock=lambda: NOW)
+    (repo,) = report.repositories
+    assert repo.stopped_by == "leadership lost"
+    assert repo.expired is None
+    assert "BatchDeleteImage" not in ecr.calls
+    assert len(ecr.archived["app"]) == 3
+    assert [e.code for e in repo.errors] == ["Stopped"]
