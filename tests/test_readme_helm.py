@@ -33,7 +33,8 @@ def values_blocks() -> list[dict[str, Any]]:
 
 
 def test_the_section_has_values_and_commands() -> None:
-    assert len(values_blocks()) == 3  # the common cases, several clusters, monitoring
+    # the common cases, custom resources with ECS and Lambda, several clusters, monitoring
+    assert len(values_blocks()) == 4
     assert any("helm install" in block for block in blocks("sh"))
 
 
