@@ -104,9 +104,9 @@ def build_sources(
     """Every source of "in use" these settings ask for, each registered once in `view`.
 
     The one place both modes get their sources from: the service runs each (`Source.run`),
-    `--once` lists each once (`Source.once`). A new kind of source (an ECS or Lambda poller)
-    is one module with a class that implements `sources.Source`, and one line in the list
-    below; a new Kubernetes kind is one line in `kinds.KINDS` (or a runtime `Kind.custom`
+    `--once` lists each once (`Source.once`). A new kind of source is one module with a class
+    that implements `sources.Source`, and one line in the list below, as the ECS and Lambda
+    pollers of `awssources` are (`aws_stats` counts their calls); a new Kubernetes kind is one line in `kinds.KINDS` (or a runtime `Kind.custom`
     from the settings, in `watched_kinds`), and needs nothing here.
     """
     return [
