@@ -842,10 +842,10 @@ def parse_config_resources(data: object, *, source: str) -> tuple[ResourceEntry,
     its shape): presets, command-line style entries and `{resource: ..., pod-specs: [...]}`
     mappings. Errors name the entry's path, e.g. `--config x.yaml: protect-resources[2]`."""
     where = f"--config {source}: protect-resources"
-    items = data.get("protect-resources") if isinstance(data, Mapping) else None
-    if items is None:
+    if not isinstance(data, Mapping) or "protect-resources" not in data:
         return ()
-    if not isinstance(items, list):
+    items = data["protect-resources"]
+    if not isinstance(items, list):  # `protect-resources:` with nothing after it is null
         raise ConfigError(
             where, f"expected a list of presets and resource entries, got {_type_name(items)}"
         )

@@ -313,6 +313,12 @@ CONFIG_CASES = (
     Case("protect-resources", "protect-resources: [5]\n", "wrong type", "protect-resources[0]: "),
     Case(
         "protect-resources",
+        "protect-resources:\n",
+        "empty",
+        "protect-resources: expected a list of presets and resource entries, got null",
+    ),
+    Case(
+        "protect-resources",
         "protect-resources: [argo]\n",
         "unknown preset",
         "protect-resources[0]: unknown preset",
