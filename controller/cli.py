@@ -137,7 +137,12 @@ def _parse_aws_scopes(
     cluster; false or none is off; else a comma list of `REGION[/CLUSTER-GLOB][;role=ARN]`
     (Lambda: no cluster part), an empty REGION meaning the registry's."""
     word = text.strip().lower()
-    if word in ("", "true", "1", "yes"):
+    if not word:  # an empty template variable, most likely: say so rather than guess on or off
+        example = "us-east-1/prod-*" if service == "ecs" else "us-east-1"
+        raise ConfigError(
+            field, f"expected true, false or a comma list such as {example}, got an empty value"
+        )
+    if word in ("true", "1", "yes"):
         return (AwsScope(service),)
     if word in ("false", "0", "no", "none"):
         return ()

@@ -145,6 +145,7 @@ FLAG_CASES = (
         "--protect-ecs: 'us-east-1/prod-*;role=admin': after ';' expected role=arn:aws:iam::",
     ),
     Case("--protect-ecs", "us-east-1/", "no cluster", "--protect-ecs: 'us-east-1/': expected a"),
+    Case("--protect-ecs", "", "empty", "--protect-ecs: expected true, false or a comma list"),
     Case("--protect-ecs", "us-east-1/a[b", "bad glob", "--protect-ecs: 'a[b'"),
     Case(
         "--protect-lambda",
