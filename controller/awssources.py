@@ -14,6 +14,7 @@ and reports each outcome to the view.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -40,14 +41,9 @@ log = logging.getLogger(__name__)
 def aws_sources(
     settings: Settings, view: View, *, region: str, stats: CallStats
 ) -> list[AwsSource]:
-    """One poller per --protect-ecs and --protect-lambda scope, sharing one AWS session."""
-    sessions: list[Any] = []
-
-    def session() -> Any:
-        if not sessions:
-            sessions.append(new_session())
-        return sessions[0]
-
+    """One poller per --protect-ecs and --protect-lambda scope, sharing one AWS session (made
+    at the first poll, not at start-up)."""
+    session = functools.cache(new_session)
     return [
         AwsSource(
             scope,

@@ -524,8 +524,9 @@ class Pruner:
         expired = report.expired = RepositoryReport(repository.name, listed=True)
         expired.images_before = expired.images_after = len(the_plan.decisions)
         expired.bytes_total = sum(d.image.size_bytes for d in the_plan.decisions)
-        expired.protected = {r: n for r, n in the_plan.count_by_reason().items() if r in PROTECTING}
-        expired.held_back = the_plan.count_by_reason().get(Reason.DELETION_CAP, 0)
+        counts = the_plan.count_by_reason()
+        expired.protected = {r: n for r, n in counts.items() if r in PROTECTING}
+        expired.held_back = counts.get(Reason.DELETION_CAP, 0)
         if self._options.dry_run:
             self._dry_run(
                 repository, the_plan, expired, DELETE, seen_as=f"{repository.name} archived"

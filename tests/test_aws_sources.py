@@ -9,14 +9,12 @@ filled in by `sandbox.moto` and said there: a running task's `imageDigest`
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -37,7 +35,14 @@ from sandbox.moto import (
     moto_server,
     set_image_digests,
 )
-from tests.test_awsuse import HOST, OTHER_ACCOUNT, client, register
+from tests.test_awsuse import (
+    HOST,
+    OTHER_ACCOUNT,
+    client,
+    reader_role,
+    register,
+    set_reader_policy,
+)
 from tests.test_awsuse import lambda_role as function_role
 
 APP = RepositoryId(EcrRegistry(ACCOUNT, REGION), "app")
@@ -162,41 +167,6 @@ def test_without_the_flags_ecs_and_lambda_protect_nothing(registry: Registry) ->
     result = registry.run()
     assert result.returncode == 0, result.stderr[-3000:]
     assert registry.left() == {11}
-
-
-def _policy(*statements: dict[str, Any]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
-
-
-def reader_role(url: str, *, deny: str | None) -> tuple[dict[str, str], str]:
-    """An IAM user allowed everything (the controller's identity) and a role it may assume
-    that reads ECS, but for the action `deny`; their credentials for the CLI, the role ARN."""
-    iam = client(url, "iam")
-    iam.create_user(UserName="controller")
-    everything = iam.create_policy(
-        PolicyName="all",
-        PolicyDocument=_policy({"Effect": "Allow", "Action": "*", "Resource": "*"}),
-    )["Policy"]["Arn"]
-    iam.attach_user_policy(UserName="controller", PolicyArn=everything)
-    key = iam.create_access_key(UserName="controller")["AccessKey"]
-    user = f"arn:aws:iam::{ACCOUNT}:user/controller"
-    trust = {"Effect": "Allow", "Principal": {"AWS": user}, "Action": "sts:AssumeRole"}
-    role = iam.create_role(RoleName="reader", AssumeRolePolicyDocument=_policy(trust))["Role"]
-    set_reader_policy(url, deny=deny)
-    credentials = {
-        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
-    }
-    return credentials, str(role["Arn"])
-
-
-def set_reader_policy(url: str, *, deny: str | None) -> None:
-    statements: list[dict[str, Any]] = [{"Effect": "Allow", "Action": "ecs:*", "Resource": "*"}]
-    if deny is not None:
-        statements.append({"Effect": "Deny", "Action": deny, "Resource": "*"})
-    client(url, "iam").put_role_policy(
-        RoleName="reader", PolicyName="ecs", PolicyDocument=_policy(*statements)
-    )
 
 
 def test_a_denied_poll_refuses_to_prune_naming_the_action_and_a_good_one_recovers(

@@ -490,16 +490,10 @@ def _policy(*statements: dict[str, Any]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
-async def test_a_denied_call_names_the_missing_action(
-    moto: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """moto enforces IAM: the controller's identity (an IAM user) assumes a role whose policy
-    allows every ECS action but ecs:DescribeTasks; the poll fails on that call, naming it."""
-    ecs = ecs_seed(moto)
-    ecs.create_cluster(clusterName="prod")
-    register(ecs, "web", f"{HOST}/app:v1")
-    ecs.run_task(cluster="prod", taskDefinition="web:1", launchType="FARGATE")
-    iam = client(moto, "iam")
+def reader_role(url: str, *, deny: str | None) -> tuple[dict[str, str], str]:
+    """An IAM user allowed everything (the controller's identity) and a role it may assume
+    that reads ECS, but for the action `deny`; their credentials for the CLI, the role ARN."""
+    iam = client(url, "iam")
     iam.create_user(UserName="controller")
     everything = iam.create_policy(
         PolicyName="all",
@@ -510,27 +504,52 @@ async def test_a_denied_call_names_the_missing_action(
     user = f"arn:aws:iam::{ACCOUNT}:user/controller"
     trust = {"Effect": "Allow", "Principal": {"AWS": user}, "Action": "sts:AssumeRole"}
     role = iam.create_role(RoleName="reader", AssumeRolePolicyDocument=_policy(trust))["Role"]
-    iam.put_role_policy(
-        RoleName="reader",
-        PolicyName="ecs-but-tasks",
-        PolicyDocument=_policy(
-            {"Effect": "Allow", "Action": "ecs:*", "Resource": "*"},
-            {"Effect": "Deny", "Action": "ecs:DescribeTasks", "Resource": "*"},
-        ),
+    set_reader_policy(url, deny=deny)
+    credentials = {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+    return credentials, str(role["Arn"])
+
+
+def set_reader_policy(url: str, *, deny: str | None) -> None:
+    statements: list[dict[str, Any]] = [{"Effect": "Allow", "Action": "ecs:*", "Resource": "*"}]
+    if deny is not None:
+        statements.append({"Effect": "Deny", "Action": deny, "Resource": "*"})
+    client(url, "iam").put_role_policy(
+        RoleName="reader", PolicyName="ecs", PolicyDocument=_policy(*statements)
     )
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+
+
+async def test_a_denied_call_names_the_missing_action(
+    moto: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto enforces IAM: the controller's identity (an IAM user) assumes a role whose policy
+    allows every ECS action but ecs:DescribeTasks; the poll fails on that call, naming it."""
+    ecs = ecs_seed(moto)
+    ecs.create_cluster(clusterName="prod")
+    register(ecs, "web", f"{HOST}/app:v1")
+    ecs.run_task(cluster="prod", taskDefinition="web:1", launchType="FARGATE")
+    credentials, role = reader_role(moto, deny="ecs:DescribeTasks")
+    for key, value in credentials.items():
+        monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_SESSION_TOKEN")
     stats = CallStats()
     with iam_enforced(), pytest.raises(AwsDenied) as denied:
-        await poll_ecs(new_session(), region=REGION, account=Account(role["Arn"]), stats=stats)
+        await poll_ecs(new_session(), region=REGION, account=Account(role), stats=stats)
     assert denied.value.action == "ecs:DescribeTasks"
     assert denied.value.denied
     assert str(denied.value).startswith("ecs:DescribeTasks denied")
     assert stats.calls["AssumeRole"] == stats.calls["ListTasks"] == 1  # what was allowed, went
 
-    stranger = {**trust, "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/someone-else"}}
-    closed = iam.create_role(RoleName="closed", AssumeRolePolicyDocument=_policy(stranger))
+    stranger = {
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/someone-else"},
+        "Action": "sts:AssumeRole",
+    }
+    closed = client(moto, "iam").create_role(
+        RoleName="closed", AssumeRolePolicyDocument=_policy(stranger)
+    )
     with iam_enforced(), pytest.raises(AwsDenied) as unassumable:  # its trust policy refuses
         await poll_ecs(new_session(), region=REGION, account=Account(closed["Role"]["Arn"]))
     assert unassumable.value.action == "sts:AssumeRole"
