@@ -43,7 +43,7 @@ _TEXT_MAX: Final = _NAME_MAX + 1 + 128 + 1 + len("sha512:") + 128
 _MESSAGE_TEXT_MAX: Final = 300
 _IMAGE_ID_PREFIXES: Final = ("docker-pullable://", "docker://")
 _DIGEST_ALGORITHMS: Final = frozenset({"sha256", "sha512"})
-_CACHE_SIZE: Final = 4096
+_CACHE_SIZE: Final = 1024
 
 _PATH_COMPONENT: Final = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN_COMPONENT: Final = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"

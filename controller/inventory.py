@@ -58,6 +58,7 @@ class Extraction:
 _CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
 _STATUS_FIELDS = ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses")
 _CACHE_SIZE: Final = 4096
+_POD_CACHE_SIZE: Final = 1024
 
 
 _Found = tuple[Digest | None, TagRef | None]
@@ -160,6 +161,21 @@ def extract_pod(pod: Mapping[str, Any]) -> Extraction:
     collector = _Collector()
     collector.pod_spec(pod.get("spec"))
     collector.images(pod.get("status"), _STATUS_FIELDS, "imageID", _found_in_status)
+    return collector.result()
+
+
+# The pods of one workload, and every status change of one pod, name the same images: the
+# extraction of a pod's image strings is a pure function of them, kept for the latest ones.
+@lru_cache(maxsize=_POD_CACHE_SIZE)
+def extract_pod_images(images: tuple[str, ...], image_ids: tuple[str, ...]) -> Extraction:
+    """`extract_pod`'s answer from a pod's container images (init, regular, ephemeral, in that
+    order) and status imageIDs, already read out of it (by `podwire`'s typed decode). Strings
+    only: keys equal as values are then the same strings, and the answer is the same."""
+    collector = _Collector()
+    for image in images:
+        collector.image(image, _found_in_spec)
+    for image_id in image_ids:
+        collector.image(image_id, _found_in_status)
     return collector.result()
 
 

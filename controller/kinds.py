@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from controller.inventory import Extraction, extract_pod, extract_pod_template
+from controller.podwire import POD_WIRE, Wire
 
 PODS: Final = "pods"
 """The kind of running pods: always watched, and the kind the "no pods in scope" rule is about."""
@@ -56,6 +57,8 @@ class Kind:
     # a built-in kind's typed API; None: a custom resource, reached by CustomObjectsApi
     by_default: bool = True
     # a workload kind protected unless --protect-workloads says otherwise
+    wire: Wire | None = field(default=None, repr=False)
+    # a typed decode of its events and LIST pages, tried before the general path (`podwire`)
 
     @classmethod
     def custom(
@@ -96,15 +99,16 @@ def _builtin(
     extract: Callable[[Mapping[str, Any]], Extraction] = _POD_TEMPLATE,
     *,
     by_default: bool = True,
+    wire: Wire | None = None,
 ) -> Kind:
     typed = TypedApi(api, f"list_{singular}_for_all_namespaces", f"list_namespaced_{singular}")
-    return Kind(plural, group, "v1", plural, True, extract, typed, by_default)
+    return Kind(plural, group, "v1", plural, True, extract, typed, by_default, wire)
 
 
 KINDS: Final[Mapping[str, Kind]] = {
     kind.name: kind
     for kind in (
-        _builtin(PODS, "", "CoreV1Api", "pod", extract_pod),
+        _builtin(PODS, "", "CoreV1Api", "pod", extract_pod, wire=POD_WIRE),
         _builtin("deployments", "apps", "AppsV1Api", "deployment"),
         _builtin("replicasets", "apps", "AppsV1Api", "replica_set"),
         _builtin("statefulsets", "apps", "AppsV1Api", "stateful_set"),

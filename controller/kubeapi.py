@@ -2,8 +2,8 @@
 
 Every request the controller makes to an API server (a LIST or WATCH of a source, a read or
 write of the Lease) asks for the raw answer (`_preload_content=False`): `read_answer` reads its
-status and whole body and releases the connection, `json_object` parses the body, and
-`read_json` does both for a request that only a 2xx answer satisfies (a LIST page). The Lease
+status and whole body and releases the connection, `read_ok` reads the body of a request
+that only a 2xx answer satisfies (a LIST page), and `json_object` parses a body. The Lease
 protocol reads non-2xx answers too (404 no Lease yet, 409 a lost race), so it takes the status
 and decides.
 
@@ -112,11 +112,10 @@ def json_object(body: bytes, what: str, *, error: type[KubeError]) -> dict[str, 
     return data
 
 
-async def read_json(
-    response: Any, what: str, *, error: type[KubeError] = SourceError
-) -> dict[str, Any]:
-    """Read a raw answer that must be 2xx with a JSON object for its body, else `error`."""
+async def read_ok(response: Any, what: str, *, error: type[KubeError] = SourceError) -> bytes:
+    """The body of a raw answer that must be 2xx (a LIST page), else `error` saying what
+    `what` answered instead."""
     status, body = await read_answer(response)
     if not 200 <= status < 300:
         raise http_error(what, status, body, error)
-    return json_object(body, what, error=error)
+    return body

@@ -8,25 +8,26 @@ both modes, and registers each once in the view; the trust rules judge each alik
 The kinds are the table in `controller.kinds`; a single generic LIST (and, for the live
 view, a single generic watch in `watching`) serves them all, built-in kinds through their
 typed kubernetes_asyncio API and custom resources through `CustomObjectsApi`. Responses are
-read as raw JSON (`_preload_content=False` + orjson) and only the image fields are kept:
-building client models for every pod would cost far more. Answers are read, and their
+read as raw JSON (`_preload_content=False`) and only the image fields are kept: pods through
+their typed wire schema (`podwire`), anything else with orjson; building client models for
+every pod would cost far more. Answers are read, and their
 failures raised, by `kubeapi` (its docstring draws the error hierarchy).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
 from controller.clusters import Cluster
 from controller.identifiers import SourceKey
-from controller.inventory import References
+from controller.inventory import Extraction, References
 from controller.kinds import Kind
 from controller.kube import client
-from controller.kubeapi import SourceError, read_json
+from controller.kubeapi import SourceError, json_object, read_ok
 from controller.trust import SourceStatus
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,43 @@ def uid_of(obj: object) -> str | None:
     return uid if isinstance(uid, str) and uid else None
 
 
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """One LIST page: its version and continue token, its items, and how to read an item."""
+
+    resource_version: str
+    token: str | None
+    items: Sequence[Any]
+    uid: Callable[[Any], str | None]
+    extract: Callable[[Any], Extraction]
+
+
+def _page(kind: Kind, body: bytes, what: str) -> _Page:
+    """A LIST page's body, read through the kind's typed wire schema when it has one and the
+    page fits it, else as JSON (raising `SourceError` for a page that is not a JSON object
+    with an `items` list)."""
+    if kind.wire is not None:
+        typed = kind.wire.page(body)
+        if typed is not None:
+            return _Page(
+                typed.resource_version, typed.token, typed.items, kind.wire.uid, kind.wire.extract
+            )
+    page = json_object(body, what, error=SourceError)
+    raw_meta = page.get("metadata")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+    items = page.get("items")
+    if not isinstance(items, list):
+        raise SourceError(f"{what}: `items` is not a list")
+    version = meta.get("resourceVersion")
+    return _Page(
+        "" if version is None else str(version),
+        meta.get("continue") or None,
+        items,
+        uid_of,
+        kind.extract,
+    )
+
+
 async def list_kind(
     cluster: Cluster, kind: Kind, namespace: str | None, *, page_size: int = LIST_PAGE
 ) -> Listed:
@@ -123,25 +161,20 @@ async def list_kind(
             response = await call(**kwargs)
         except client.exceptions.ApiException as exc:
             raise SourceError(f"LIST {what}: {exc.reason}", status=exc.status) from exc
-        page = await read_json(response, f"LIST {what}")
+        page = _page(kind, await read_ok(response, f"LIST {what}"), f"LIST {what}")
         pages += 1
-        raw_meta = page.get("metadata")
-        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
-        items = page.get("items")
-        if not isinstance(items, list):
-            raise SourceError(f"LIST {what}: `items` is not a list")
-        for item in items:
-            uid = uid_of(item)
+        for item in page.items:
+            uid = page.uid(item)
             if uid is None:
                 malformed += 1
                 continue
-            found = kind.extract(item)
+            found = page.extract(item)
             malformed += len(found.malformed)
             objects[uid] = found.references
         if not resource_version:
             # every page of one LIST is a snapshot at the first page's version
-            resource_version = str(meta.get("resourceVersion", ""))
-        token = meta.get("continue") or None
+            resource_version = page.resource_version
+        token = page.token
         if not token:
             break
     if malformed:

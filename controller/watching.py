@@ -14,8 +14,9 @@ Unknown event types and malformed lines are logged, counted and skipped. A 404 (
 is not served: a CRD not installed) and a 403 (RBAC) are reported to the tracker with what to
 fix, and the source stays untrusted until a request succeeds.
 
-The event path parses raw JSON with orjson and keeps only image fields; an event that
-changes no reference costs one comparison.
+The event path parses raw JSON and keeps only image fields: a pod event through the pods'
+typed wire schema (`podwire`), anything else (and whatever that schema does not read) with
+orjson. An event that changes no reference costs one comparison.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import orjson
 
 from controller.clusters import Cluster
 from controller.identifiers import SourceKey
-from controller.inventory import InUseIndex
+from controller.inventory import Extraction, InUseIndex
 from controller.kinds import Kind
 from controller.kubeapi import REQUEST_FAILURES, Expired, KubeError, SourceError, http_error
 from controller.sources import list_kind, request, uid_of
@@ -97,7 +98,19 @@ class EventSink:
         """Apply one JSON line; returns the resourceVersion it carries, if any.
 
         Raises `Expired` for a 410 ERROR event and `SourceError` for any other ERROR event.
+        A kind with a typed wire schema (pods) is read through it first; what it does not
+        read (an ERROR event, anything malformed) takes the general path below.
         """
+        wire = self.kind.wire
+        if wire is not None:
+            decoded = wire.event(line)
+            if decoded is not None:
+                kind, obj = decoded
+                version = wire.version(obj)
+                if kind == "BOOKMARK":
+                    self.counts.bookmarks += 1
+                    return version
+                return self._change(kind, wire.uid(obj), version, obj, wire.extract)
         try:
             event = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -131,7 +144,17 @@ class EventSink:
             self.counts.unknown += 1
             log.warning("%s: skipping unknown watch event type %r", self.source, kind)
             return version
-        uid = uid_of(obj)
+        return self._change(kind, uid_of(obj), version, obj, self.kind.extract)
+
+    def _change(
+        self,
+        kind: str,
+        uid: str | None,
+        version: str | None,
+        obj: Any,
+        extract: Callable[[Any], Extraction],
+    ) -> str | None:
+        """Apply an ADDED, MODIFIED or DELETED event of the object `uid`."""
         if uid is None:
             self.counts.malformed += 1
             log.warning("%s: skipping a %s event without metadata.uid", self.source, kind)
@@ -139,7 +162,7 @@ class EventSink:
         if kind == "DELETED":
             changed = self.index.delete(self.source, uid)
         else:
-            found = self.kind.extract(obj)
+            found = extract(obj)
             if found.malformed:
                 self.counts.malformed += len(found.malformed)
                 log.warning(

@@ -27,9 +27,10 @@ from controller.kubeapi import (
     SourceError,
     json_object,
     read_answer,
-    read_json,
+    read_ok,
 )
 from controller.leadership import ElectionConfig, LeaderElector
+from controller.sources import _page
 from controller.trust import SourceTracker, View
 from controller.watching import Watcher, WatchOptions
 
@@ -84,17 +85,26 @@ async def test_an_answer_is_read_whole_and_released() -> None:
     assert answer.released
 
 
-async def test_read_json_wants_a_2xx_answer_with_a_json_object() -> None:
-    assert await read_json(Answer(200, b'{"items": []}'), "LIST x") == {"items": []}
+async def test_read_ok_wants_a_2xx_answer() -> None:
+    answer = Answer(200, b'{"items": []}')
+    assert await read_ok(answer, "LIST x") == b'{"items": []}'
+    assert answer.released
     status = b'{"kind":"Status","reason":"Forbidden","message":"pods is forbidden"}'
     with pytest.raises(SourceError) as denied:
-        await read_json(Answer(403, status), "LIST x")
+        await read_ok(Answer(403, status), "LIST x")
     assert str(denied.value) == "LIST x: HTTP 403: Forbidden: pods is forbidden"
     assert denied.value.status == 403
-    with pytest.raises(SourceError, match=r"^LIST x: the answer is not JSON: b'<html>'$"):
-        await read_json(Answer(200, b"<html>"), "LIST x")
-    with pytest.raises(SourceError, match=r"^LIST x: the answer is not a JSON object$"):
-        await read_json(Answer(200, b"[1]"), "LIST x")
+
+
+async def test_a_list_page_that_is_not_a_json_object_with_items_is_a_source_error() -> None:
+    # through the general path (a deployment) and the pods' typed wire schema alike
+    for kind in (KINDS["deployments"], KINDS["pods"]):
+        with pytest.raises(SourceError, match=r"^LIST x: the answer is not JSON: b'<html>'$"):
+            _page(kind, b"<html>", "LIST x")
+        with pytest.raises(SourceError, match=r"^LIST x: the answer is not a JSON object$"):
+            _page(kind, b"[1]", "LIST x")
+        with pytest.raises(SourceError, match=r"^LIST x: `items` is not a list$"):
+            _page(kind, b'{"items": {}}', "LIST x")
 
 
 def test_json_object_raises_the_error_asked_for() -> None:
