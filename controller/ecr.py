@@ -37,6 +37,7 @@ import aiobotocore
 import anyio
 import botocore
 import botocore.session
+import msgspec
 import orjson
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
@@ -333,8 +334,8 @@ class AioEcr:
         self.limit = AdaptiveLimit(max_in_flight)
         for each in {id(c): c for c in (client, self._delete_client)}.values():
             each.meta.events.register("needs-retry.ecr.*", self._on_retry_check)
-            for operation in RAW_OPERATIONS:
-                each.meta.events.register(f"before-parse.ecr.{operation}", _answer_raw)
+            for operation, hook in PARSE_HOOKS.items():
+                each.meta.events.register(f"before-parse.ecr.{operation}", hook)
 
     def _on_retry_check(self, response: Any = None, operation: Any = None, **_: Any) -> None:
         if count_attempt(self.stats, response, operation) == "throttled":
@@ -446,7 +447,11 @@ class AioEcr:
                 **status,
                 **({"nextToken": token} if token else {}),
             )
-            images.extend(_image(raw) for raw in _list(page, "imageDetails", "DescribeImages"))
+            typed = page.get(IMAGES)
+            if type(typed) is list:
+                images.extend(typed)
+            else:
+                images.extend(_image(raw) for raw in _list(page, "imageDetails", "DescribeImages"))
             token = page.get("nextToken")
             if not token:
                 return images
@@ -554,9 +559,6 @@ class AioEcr:
 RAW = "__raw_answer"
 """Where `_answer_raw` puts an answer it parsed itself, in botocore's parsed response."""
 
-RAW_OPERATIONS = ("DescribeImages", "BatchDeleteImage")
-"""The large answers: up to 1000 image details, 100 image ids. botocore's shape walker and its
-timestamp parsing through dateutil cost several times the rest of a cycle's CPU on them."""
 
 
 def _answer_raw(response_dict: Any = None, customized_response_dict: Any = None, **_: Any) -> None:
@@ -576,6 +578,95 @@ def _answer_raw(response_dict: Any = None, customized_response_dict: Any = None,
     if isinstance(answer, dict):
         customized_response_dict[RAW] = answer
         response_dict["body"] = b"{}"
+
+
+IMAGES = "__images"
+"""Where `_answer_images` puts the images it read from a DescribeImages answer, in the answer
+it gives the gateway instead of the raw one (with the answer's nextToken)."""
+
+
+class _ImageDetail(msgspec.Struct, gc=False):
+    """An `imageDetails` entry, as far as `_image` reads it, typed as a well-formed one is."""
+
+    imageDigest: str
+    imagePushedAt: float
+    imageTags: list[str] | None = None
+    imageSizeInBytes: int | None = None
+    imageManifestMediaType: str | None = None
+    lastRecordedPullTime: float | None = None
+    lastArchivedAt: float | None = None
+    subjectManifestDigest: str | None = None
+
+
+class _DescribeImages(msgspec.Struct, gc=False):
+    imageDetails: list[_ImageDetail] = msgspec.field(default_factory=list)
+    nextToken: Any = None
+
+
+_DESCRIBE_IMAGES: Final = msgspec.json.Decoder(_DescribeImages)
+
+
+def typed_images(body: bytes) -> tuple[list[Image], object] | None:
+    """A DescribeImages answer's images and nextToken, decoded straight into the fields
+    `_image` reads (msgspec; the others are checked as JSON and skipped). None: not of the
+    shape a well-formed answer has (a value of another type, an invalid digest or timestamp):
+    the general path (orjson and `_image`) reads it, and reports what is wrong. On every
+    answer this reads, it gives the general path's images (`tests/test_ecr_wire.py`)."""
+    try:
+        answer = _DESCRIBE_IMAGES.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    images = []
+    for detail in answer.imageDetails:
+        digest, subject = detail.imageDigest, detail.subjectManifestDigest
+        pushed = _timestamp(detail.imagePushedAt)
+        if (
+            pushed is None
+            or not is_digest(digest)
+            or (subject is not None and not is_digest(subject))
+        ):
+            return None
+        tags, size = detail.imageTags, detail.imageSizeInBytes
+        pulled, archived = detail.lastRecordedPullTime, detail.lastArchivedAt
+        images.append(
+            Image(
+                Digest(digest),
+                pushed,
+                () if tags is None else tuple(tags),
+                0 if size is None else size,
+                None if pulled is None else _timestamp(pulled),
+                (),
+                detail.imageManifestMediaType,
+                None if subject is None else Digest(subject),
+                None if archived is None else _timestamp(archived),
+            )
+        )
+    return images, answer.nextToken
+
+
+def _answer_images(
+    response_dict: Any = None, customized_response_dict: Any = None, **_: Any
+) -> None:
+    """`before-parse` hook of DescribeImages: a successful answer of the well-formed shape is
+    read by `typed_images`, and botocore gets an empty body to parse; any other answer goes to
+    `_answer_raw`."""
+    if isinstance(response_dict, dict) and isinstance(customized_response_dict, dict):
+        body = response_dict.get("body")
+        status = response_dict.get("status_code")
+        if isinstance(status, int) and status < 300 and isinstance(body, bytes | bytearray):
+            typed = typed_images(bytes(body))
+            if typed is not None:
+                images, token = typed
+                customized_response_dict[RAW] = {IMAGES: images, "nextToken": token}
+                response_dict["body"] = b"{}"
+                return
+    _answer_raw(response_dict, customized_response_dict)
+
+
+PARSE_HOOKS: Final = {"DescribeImages": _answer_images, "BatchDeleteImage": _answer_raw}
+"""The large answers (up to 1000 image details, 100 image ids), read by a `before-parse` hook
+of their own: botocore's shape walker and its timestamp parsing through dateutil cost several
+times the rest of a cycle's CPU on them."""
 
 
 def _snake(operation: str) -> str:
