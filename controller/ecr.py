@@ -336,6 +336,7 @@ class AioEcr:
             each.meta.events.register("needs-retry.ecr.*", self._on_retry_check)
             for operation, hook in PARSE_HOOKS.items():
                 each.meta.events.register(f"before-parse.ecr.{operation}", hook)
+            each._serializer = PlainJsonBodies(each._serializer)
 
     def _on_retry_check(self, response: Any = None, operation: Any = None, **_: Any) -> None:
         if count_attempt(self.stats, response, operation) == "throttled":
@@ -667,6 +668,30 @@ PARSE_HOOKS: Final = {"DescribeImages": _answer_images, "BatchDeleteImage": _ans
 """The large answers (up to 1000 image details, 100 image ids), read by a `before-parse` hook
 of their own: botocore's shape walker and its timestamp parsing through dateutil cost several
 times the rest of a cycle's CPU on them."""
+
+
+class PlainJsonBodies:
+    """botocore's JSON serializer, with the bodies of the large requests written by orjson.
+
+    A BatchDeleteImage names 100 image ids, a cycle sends one per 100 deletions, and botocore's
+    shape walker copies every value of every id before json.dumps writes them: 7% of a large
+    cycle's CPU. The parameters of `PLAIN_OPERATIONS` are plain JSON (strings, integers, and
+    lists and objects of them: no timestamp, blob or document member to convert), so their
+    body is the parameters as they are; method, URL, headers and host prefix are still
+    botocore's. `tests/test_ecr_wire.py` checks the requests equal botocore's own."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def serialize_to_request(self, parameters: Any, operation_model: Any) -> Any:
+        if operation_model.name not in PLAIN_OPERATIONS:
+            return self._inner.serialize_to_request(parameters, operation_model)
+        serialized = self._inner.serialize_to_request({}, operation_model)
+        serialized["body"] = orjson.dumps(parameters)
+        return serialized
+
+
+PLAIN_OPERATIONS: Final = frozenset(("BatchDeleteImage", "DescribeImages"))
 
 
 def _snake(operation: str) -> str:

@@ -10,14 +10,26 @@ and whenever the general path reports a malformed answer, the typed path answers
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from hypothesis import given, settings
+import pytest
+from aiobotocore.config import AioConfig
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.ecr import MalformedResponse, _image, _list, typed_images
+from controller.ecr import (
+    MalformedResponse,
+    PlainJsonBodies,
+    _image,
+    _list,
+    new_session,
+    open_ecr,
+    typed_images,
+)
 from sandbox.ecrsim import EcrRegistry as Simulator
 from tests.profiles import examples
 
@@ -138,3 +150,94 @@ def test_an_invalid_digest_or_a_timestamp_out_of_range_is_left_to_the_general_pa
         body = orjson.dumps({"imageDetails": [good, bad]})
         assert typed_images(body) is None
         assert general(body) is MalformedResponse or bad.get("imageTags") is None
+
+
+# -- the requests: bodies of the large ones written by orjson -------------------------------------
+
+image_ids = st.lists(
+    st.fixed_dictionaries(
+        {"imageDigest": st.sampled_from(DIGESTS)}, optional={"imageTag": st.text(max_size=8)}
+    ),
+    max_size=100,
+)
+requests = st.one_of(
+    st.tuples(
+        st.just("BatchDeleteImage"),
+        st.fixed_dictionaries(
+            {"repositoryName": st.text(min_size=1, max_size=12), "imageIds": image_ids},
+            optional={"registryId": st.just("123456789012")},
+        ),
+    ),
+    st.tuples(
+        st.just("DescribeImages"),
+        st.fixed_dictionaries(
+            {"repositoryName": st.text(min_size=1, max_size=12)},
+            optional={
+                "registryId": st.just("123456789012"),
+                "maxResults": st.integers(1, 1000),
+                "nextToken": st.text(max_size=20),
+                "filter": st.fixed_dictionaries(
+                    {}, optional={"imageStatus": st.sampled_from(["ACTIVE", "ARCHIVED"])}
+                ),
+            },
+        ),
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+async def clients() -> AsyncIterator[tuple[Any, Any]]:
+    """The gateway's reading client (its serializer wrapped) and a client as botocore makes it."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+    async with open_ecr(
+        region="us-east-1", registry_id=None, concurrency=2, endpoint_url="http://127.0.0.1:1"
+    ) as ecr, new_session().client(
+        "ecr",
+        region_name="us-east-1",
+        endpoint_url="http://127.0.0.1:1",
+        config=AioConfig(parameter_validation=False),  # as the gateway's
+    ) as plain:
+        yield ecr._client, plain
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_the_gateways_clients_write_the_large_bodies_with_orjson(
+    clients: tuple[Any, Any],
+) -> None:
+    ours, plain = clients
+    assert isinstance(ours._serializer, PlainJsonBodies)
+    assert not isinstance(plain._serializer, PlainJsonBodies)
+
+
+@given(requests)
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_large_requests_body_is_botocores_and_the_rest_is_unchanged(
+    clients: tuple[Any, Any], request: tuple[str, dict[str, Any]]
+) -> None:
+    ours, plain = clients
+    operation, params = request
+    model = plain.meta.service_model.operation_model(operation)
+    fast = ours._serializer.serialize_to_request(params, model)
+    slow = plain._serializer.serialize_to_request(params, model)
+    assert json.loads(fast.pop("body")) == json.loads(slow.pop("body")) == params
+    assert fast == slow
+
+
+def test_other_requests_go_to_botocores_serializer() -> None:
+    calls: list[str] = []
+
+    class Inner:
+        def serialize_to_request(self, parameters: Any, model: Any) -> Any:
+            calls.append(model.name)
+            return {"body": b"botocore"}
+
+    class Model:
+        name = "DescribeRepositories"
+
+    assert PlainJsonBodies(Inner()).serialize_to_request({"a": 1}, Model()) == {"body": b"botocore"}
+    assert calls == ["DescribeRepositories"]
