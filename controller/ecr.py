@@ -561,7 +561,6 @@ RAW = "__raw_answer"
 """Where `_answer_raw` puts an answer it parsed itself, in botocore's parsed response."""
 
 
-
 def _answer_raw(response_dict: Any = None, customized_response_dict: Any = None, **_: Any) -> None:
     """`before-parse` hook: parse a successful answer with orjson and give botocore an empty
     body to parse instead. The gateway checks the shape itself (MalformedResponse); an error
@@ -589,14 +588,14 @@ it gives the gateway instead of the raw one (with the answer's nextToken)."""
 class _ImageDetail(msgspec.Struct, gc=False):
     """An `imageDetails` entry, as far as `_image` reads it, typed as a well-formed one is."""
 
-    imageDigest: str
+    imageDigest: Digest
     imagePushedAt: float
     imageTags: list[str] | None = None
     imageSizeInBytes: int | None = None
     imageManifestMediaType: str | None = None
     lastRecordedPullTime: float | None = None
     lastArchivedAt: float | None = None
-    subjectManifestDigest: str | None = None
+    subjectManifestDigest: Digest | None = None
 
 
 class _DescribeImages(msgspec.Struct, gc=False):
@@ -617,32 +616,37 @@ def typed_images(body: bytes) -> tuple[list[Image], object] | None:
         answer = _DESCRIBE_IMAGES.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    images = []
-    for detail in answer.imageDetails:
-        digest, subject = detail.imageDigest, detail.subjectManifestDigest
-        pushed = _timestamp(detail.imagePushedAt)
-        if (
-            pushed is None
-            or not is_digest(digest)
-            or (subject is not None and not is_digest(subject))
-        ):
-            return None
-        tags, size = detail.imageTags, detail.imageSizeInBytes
-        pulled, archived = detail.lastRecordedPullTime, detail.lastArchivedAt
-        images.append(
-            Image(
-                Digest(digest),
-                pushed,
-                () if tags is None else tuple(tags),
-                0 if size is None else size,
-                None if pulled is None else _timestamp(pulled),
-                (),
-                detail.imageManifestMediaType,
-                None if subject is None else Digest(subject),
-                None if archived is None else _timestamp(archived),
+    images: list[Image] = []
+    append = images.append
+    stamp = datetime.fromtimestamp
+    try:
+        for detail in answer.imageDetails:
+            digest, subject = detail.imageDigest, detail.subjectManifestDigest
+            if not is_digest(digest) or (subject is not None and not is_digest(subject)):
+                return None
+            tags = detail.imageTags
+            size = detail.imageSizeInBytes
+            pulled, archived = detail.lastRecordedPullTime, detail.lastArchivedAt
+            append(
+                Image(
+                    digest,
+                    stamp(detail.imagePushedAt, UTC),  # out of range: the general path says so
+                    () if tags is None else tuple(tags),
+                    0 if size is None else size,
+                    None if pulled is None else _timestamp(pulled),
+                    (),
+                    detail.imageManifestMediaType,
+                    subject,
+                    None if archived is None else _timestamp(archived),
+                )
             )
-        )
+    except _OUT_OF_RANGE:
+        return None
     return images, answer.nextToken
+
+
+_OUT_OF_RANGE: Final = (OverflowError, OSError, ValueError)
+"""What datetime.fromtimestamp raises for a timestamp it cannot represent."""
 
 
 def _answer_images(
@@ -768,7 +772,7 @@ def _timestamp(value: object) -> datetime | None:
     if type(value) is float or type(value) is int:
         try:
             return datetime.fromtimestamp(value, UTC)
-        except (OverflowError, OSError, ValueError):
+        except _OUT_OF_RANGE:
             return None
     if isinstance(value, datetime):
         return _utc(value)

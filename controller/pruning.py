@@ -864,6 +864,7 @@ def _log_batch(
     with its tags and reason: the audit trail, at a hundredth of the cost of a line each
     (110,000 log records were an eighth of a large cycle's CPU)."""
     name = repository.name
+    images = [(d.image.digest, d.image.tags, d.reason.value) for d in decisions]
     log.log(
         level,
         "%s %d image(s) from %s: %s",
@@ -871,14 +872,14 @@ def _log_batch(
         len(decisions),
         name,
         "; ".join(
-            f"{name}@{d.image.digest} tags={','.join(d.image.tags) or '-'} reason={d.reason.value}"
-            for d in decisions
+            f"{name}@{digest} tags={','.join(tags) or '-'} reason={reason}"
+            for digest, tags, reason in images
         ),
         extra={
             "repository": name,
             "images": [
-                {"digest": d.image.digest, "tags": list(d.image.tags), "reason": d.reason.value}
-                for d in decisions
+                {"digest": digest, "tags": list(tags), "reason": reason}
+                for digest, tags, reason in images
             ],
             "dry_run": dry_run,
         },

@@ -66,7 +66,9 @@ details = st.fixed_dictionaries(
     optional={
         "imageTags": field(tags),
         "imageSizeInBytes": field(st.integers(0, 2**40)),
-        "imageManifestMediaType": field(st.sampled_from(["application/vnd.oci.image.index.v1+json"])),
+        "imageManifestMediaType": field(
+            st.sampled_from(["application/vnd.oci.image.index.v1+json"])
+        ),
         "lastRecordedPullTime": field(seconds),
         "lastArchivedAt": field(seconds),
         "subjectManifestDigest": field(digests),
@@ -190,14 +192,17 @@ async def clients() -> AsyncIterator[tuple[Any, Any]]:
     """The gateway's reading client (its serializer wrapped) and a client as botocore makes it."""
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
-    async with open_ecr(
-        region="us-east-1", registry_id=None, concurrency=2, endpoint_url="http://127.0.0.1:1"
-    ) as ecr, new_session().client(
-        "ecr",
-        region_name="us-east-1",
-        endpoint_url="http://127.0.0.1:1",
-        config=AioConfig(parameter_validation=False),  # as the gateway's
-    ) as plain:
+    async with (
+        open_ecr(
+            region="us-east-1", registry_id=None, concurrency=2, endpoint_url="http://127.0.0.1:1"
+        ) as ecr,
+        new_session().client(
+            "ecr",
+            region_name="us-east-1",
+            endpoint_url="http://127.0.0.1:1",
+            config=AioConfig(parameter_validation=False),  # as the gateway's
+        ) as plain,
+    ):
         yield ecr._client, plain
 
 
