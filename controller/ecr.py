@@ -561,15 +561,23 @@ RAW = "__raw_answer"
 """Where `_answer_raw` puts an answer it parsed itself, in botocore's parsed response."""
 
 
+def _successful_body(response_dict: Any, customized_response_dict: Any) -> bytes | None:
+    """The body of a successful answer a `before-parse` hook may read; None for any other."""
+    if not isinstance(response_dict, dict) or not isinstance(customized_response_dict, dict):
+        return None
+    body = response_dict.get("body")
+    status = response_dict.get("status_code")
+    if not isinstance(status, int) or status >= 300 or not isinstance(body, bytes | bytearray):
+        return None
+    return bytes(body)
+
+
 def _answer_raw(response_dict: Any = None, customized_response_dict: Any = None, **_: Any) -> None:
     """`before-parse` hook: parse a successful answer with orjson and give botocore an empty
     body to parse instead. The gateway checks the shape itself (MalformedResponse); an error
     answer or a body that is not a JSON object is left to botocore, which reports it."""
-    if not isinstance(response_dict, dict) or not isinstance(customized_response_dict, dict):
-        return
-    body = response_dict.get("body")
-    status = response_dict.get("status_code")
-    if not isinstance(status, int) or status >= 300 or not isinstance(body, bytes | bytearray):
+    body = _successful_body(response_dict, customized_response_dict)
+    if body is None:
         return
     try:
         answer = orjson.loads(body)
@@ -655,17 +663,14 @@ def _answer_images(
     """`before-parse` hook of DescribeImages: a successful answer of the well-formed shape is
     read by `typed_images`, and botocore gets an empty body to parse; any other answer goes to
     `_answer_raw`."""
-    if isinstance(response_dict, dict) and isinstance(customized_response_dict, dict):
-        body = response_dict.get("body")
-        status = response_dict.get("status_code")
-        if isinstance(status, int) and status < 300 and isinstance(body, bytes | bytearray):
-            typed = typed_images(bytes(body))
-            if typed is not None:
-                images, token = typed
-                customized_response_dict[RAW] = {IMAGES: images, "nextToken": token}
-                response_dict["body"] = b"{}"
-                return
-    _answer_raw(response_dict, customized_response_dict)
+    body = _successful_body(response_dict, customized_response_dict)
+    typed = None if body is None else typed_images(body)
+    if typed is None:
+        _answer_raw(response_dict, customized_response_dict)
+        return
+    images, token = typed
+    customized_response_dict[RAW] = {IMAGES: images, "nextToken": token}
+    response_dict["body"] = b"{}"
 
 
 PARSE_HOOKS: Final = {"DescribeImages": _answer_images, "BatchDeleteImage": _answer_raw}

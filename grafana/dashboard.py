@@ -88,6 +88,9 @@ RECLAIMED = "ecr_cleanup_reclaimed_bytes_total"
 ERRORS = "ecr_cleanup_errors_total"
 FAILURES = "ecr_cleanup_image_delete_failures_total"
 VETOED = "ecr_cleanup_images_vetoed_total"
+ARCHIVED = "ecr_cleanup_images_archived_total"
+EXPIRED = "ecr_cleanup_archived_images_deleted_total"
+RESTORES = "ecr_cleanup_restores_requested_total"
 FAILED = 'result="failed"'
 REFUSED = 'result="refused"'
 
@@ -263,6 +266,30 @@ REPOSITORIES = [
         ],
         "Images ECR refused to delete (BatchDeleteImage failures), per repository and failure "
         "code; each repository has a zero line.",
+        width=12,
+        bars=True,
+    ),
+    Panel(
+        "Archive",
+        "timeseries",
+        "short",
+        [
+            Target(
+                f"sum by (repository) ({counted(ARCHIVED, '$__rate_interval')})",
+                "{{repository}} archived",
+            ),
+            Target(
+                f"sum by (repository) ({counted(EXPIRED, '$__rate_interval')})",
+                "{{repository}} deleted from the archive",
+            ),
+            Target(
+                f"sum by (repository) ({counted(RESTORES, '$__rate_interval')})",
+                "{{repository}} restore requested",
+            ),
+        ],
+        "With --disposal=archive: images moved to ECR's archive storage class instead of "
+        "deleted, archived images deleted after --delete-archived-after, and archived images "
+        "asked back because they came into use; per repository. All zero in delete mode.",
         width=12,
         bars=True,
     ),
