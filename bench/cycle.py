@@ -174,6 +174,7 @@ async def ours(endpoint: str, shape: Shape, concurrency: int) -> dict[str, Any]:
         "deleted": report.deleted,
         "calls": sum(ecr.stats.calls.values()),
         "throttles": sum(ecr.stats.throttles.values()),
+        "throttles_by_operation": dict(ecr.stats.throttles),
         "ok": report.ok,
     }
 
