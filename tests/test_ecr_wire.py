@@ -10,7 +10,6 @@ and whenever the general path reports a malformed answer, the typed path answers
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -190,8 +189,6 @@ requests = st.one_of(
 @pytest.fixture(scope="module")
 async def clients() -> AsyncIterator[tuple[Any, Any]]:
     """The gateway's reading client (its serializer wrapped) and a client as botocore makes it."""
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
     async with (
         open_ecr(
             region="us-east-1", registry_id=None, concurrency=2, endpoint_url="http://127.0.0.1:1"
