@@ -107,6 +107,13 @@ async def test_a_list_page_that_is_not_a_json_object_with_items_is_a_source_erro
             _page(kind, b'{"items": {}}', "LIST x")
 
 
+def test_a_list_page_whose_resource_version_is_null_has_none() -> None:
+    # it was read as the string "None", which the watch would then have resumed from
+    for kind in (KINDS["deployments"], KINDS["pods"]):
+        body = b'{"metadata": {"resourceVersion": null}, "items": []}'
+        assert _page(kind, body, "LIST x").resource_version == ""
+
+
 def test_json_object_raises_the_error_asked_for() -> None:
     with pytest.raises(LeaseError, match=r"^HTTP 200: the answer is not JSON: b'nope'$"):
         json_object(b"nope", "HTTP 200", error=LeaseError)
