@@ -27,7 +27,7 @@ repository. A string that does not parse is counted and logged, never fatal. Whi
 to keep, which task definitions a service or task needs and which strings become references
 are decided by `awsrefs`, a pure module; this one makes the calls.
 
-Every listing is paged to its end. Reading calls go through the ECR gateway's botocore
+Every listing is paged to its end. Reading calls go through the reading botocore
 configuration (`ecr.reading_config`: adaptive retries, throttles counted in a `CallStats` by
 `ecr.count_attempt`), each within a time budget, retries included.
 

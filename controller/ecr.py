@@ -5,13 +5,14 @@ boto response. The adapter makes the fewest calls ECR allows: DescribeImages wit
 maxResults=1000, BatchGetImage and BatchDeleteImage with 100 ids per call, repository names
 100 per DescribeRepositories call.
 
-Retries. The reading calls are retried by botocore's adaptive retry mode, each within a time
+Retries. The reading calls are retried by botocore's standard retry mode, each within a time
 budget (`call_budget`, retries included) so that one broken repository cannot hold a cycle
 for a minute. BatchDeleteImage is sent by a second client with the SDK's retries OFF: one
 call is one attempt, and the pruner retries it itself (`RetryPolicy`, botocore's back-off),
 asking the trust gate and the live in-use view again before every attempt. An SDK retry
 would resend a batch checked seconds earlier, after a back-off of up to 20 s in which a
-rollback may have started using one of its images.
+rollback may have started using one of its images. How many calls are in flight, reads and
+deletes together, adapts to throttling in one place: `AdaptiveLimit`.
 
 Exceptions:
     EcrError                 a call failed for good (operation, code, retryable)
@@ -824,7 +825,12 @@ async def open_ecr(
     EKS Pod Identity, instance role). `AWS_ENDPOINT_URL_ECR` is honoured by botocore itself.
 
     Raises `ConfigError` (naming the setting) for a profile or endpoint that cannot be used."""
-    reading = reading_config(concurrency)
+    # no client-side rate limit of botocore's on the reads: the gateway's AdaptiveLimit adapts
+    # every ECR call in flight, reads and deletes, to throttling. A bucket learned from the
+    # reads alone (a tenth of a cycle's calls) paced them far below ECR's rate after a throttle,
+    # and a wave of repositories waiting in it to be listed left the limit unused: a throttled
+    # cycle at --concurrency 32 took 1.05-1.15x one at 8 (bench/cycle.py, throttled)
+    reading = reading_config(concurrency, client_rate_limit=False)
     deleting = AioConfig(
         retries={"mode": "standard", "total_max_attempts": 1}, **_common(concurrency)
     )
@@ -866,12 +872,18 @@ def _common(concurrency: int) -> dict[str, Any]:
     }
 
 
-def reading_config(concurrency: int) -> AioConfig:
+def reading_config(concurrency: int, *, client_rate_limit: bool = True) -> AioConfig:
     """The botocore configuration of every reading client (ECR's, and the ECS, Lambda and STS
-    clients of `awsuse`): adaptive retries, SDK_MAX_RETRIES of them, for throttles, 5xx and
-    connection failures; a pool for `concurrency` calls in flight; the controller's user agent."""
+    clients of `awsuse`): SDK_MAX_RETRIES retries for throttles, 5xx and connection failures;
+    a pool for `concurrency` calls in flight; the controller's user agent.
+
+    With `client_rate_limit`, botocore's adaptive mode: after a throttle, a token bucket of
+    the client's own paces its requests at a rate learned from its own traffic. Without,
+    botocore's standard mode, the same retries and back-off and no bucket: for ECR's reading
+    client, whose calls share the gateway's `AdaptiveLimit` with the deletes (see `open_ecr`)."""
+    mode = "adaptive" if client_rate_limit else "standard"
     return AioConfig(
-        retries={"mode": "adaptive", "max_attempts": SDK_MAX_RETRIES}, **_common(concurrency)
+        retries={"mode": mode, "max_attempts": SDK_MAX_RETRIES}, **_common(concurrency)
     )
 
 

@@ -311,3 +311,35 @@ async def test_throttles_shrink_the_calls_in_flight(sim: EcrSimulator) -> None:
         sim.throttle("DescribeImages", times=1)
         assert len(await gateway.images(target)) == 5
         assert gateway.limit.limit == 8
+
+
+async def test_reads_are_paced_by_the_shared_limit_alone(
+    sim: EcrSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A throttled read halves the gateway's AdaptiveLimit, the one reads and deletes share, and
+    no token bucket of botocore's adaptive mode paces the reads too. That bucket learned a rate
+    from the reads alone, a tenth of a cycle's calls: after a throttle it held a wave of
+    repositories waiting to be listed while the limit went unused (bench/cycle.py, throttled)."""
+    from aiobotocore.retries.adaptive import AsyncClientRateLimiter
+
+    paced: list[object] = []
+    original = AsyncClientRateLimiter.on_sending_request
+
+    async def recorded(self: AsyncClientRateLimiter, request: object, **kwargs: object) -> None:
+        paced.append(request)
+        await original(self, request, **kwargs)
+
+    monkeypatch.setattr(AsyncClientRateLimiter, "on_sending_request", recorded)
+    seed(sim, "app", 5)
+    async with open_ecr(
+        region="us-east-1", registry_id=None, concurrency=16, endpoint_url=sim.endpoint_url
+    ) as gateway:
+        target = await repo(gateway, "app")
+        sim.reset_calls()
+        sim.throttle("DescribeImages", times=2)
+        for _ in range(3):
+            assert len(await gateway.images(target)) == 5
+        assert sim.calls["DescribeImages"] == 2 + 3  # the throttled attempts were retried
+        assert gateway.stats.throttles["DescribeImages"] == 2
+        assert gateway.limit.limit < 16  # halved (once or twice: the retry's back-off is random)
+    assert paced == []
