@@ -67,6 +67,20 @@ def rows(results: dict[str, Any]) -> list[Row]:
         )
     cpu = of(c["headline"][default]["cpu_us_per_image"])
     found.append(Row("CPU per image listed", "≤ 10", cpu, "µs", cpu[1] <= 10))
+    call = c["per_call"]
+    found.append(
+        Row("CPU of one ECR call, its fixed part", "", of(call["cpu_us_per_call"]), "µs", None)
+    )
+    share = tuple(100 * v for v in of(call["share_of_cycle_cpu"]))
+    found.append(
+        Row(
+            f"… × the cycle's calls / its CPU, concurrency {default}",
+            "",
+            (share[0], share[1], share[2]),
+            "%",
+            None,
+        )
+    )
     at_bound = all(c["headline"][k]["calls_at_lower_bound"] for k in c["headline"])
     calls = float(c["headline"][default]["lower_bound_calls"])
     found.append(Row("ECR calls per cycle", "= lower bound", (calls,) * 3, "calls", at_bound))

@@ -18,6 +18,10 @@ peak RSS are the cycle's own. The scenarios:
   the default concurrency;
 * scaling: wall time over 10, 100, 1,000 repositories of `scaling_images` images, at the
   default concurrency;
+* per call: the CPU of one ECR call with next to nothing in it (DescribeImages of a
+  one-image repository, `per_call` calls one after another, no latency): aiobotocore's
+  request building, hooks and signing, the aiohttp exchange and the gateway's own lines, the
+  part of a cycle's CPU that the number of calls (at its lower bound) fixes;
 * the Go controller's algorithm (`bench.go_baseline`, sequential, pages of 100, at most 100
   deletions per repository per cycle) on the first `go_repositories` repositories, until they
   are all under the limit; its work time is scaled linearly to `repositories` (it is
@@ -79,6 +83,7 @@ class Config:
     scaling_images: int = 200
     scaling_max_images: int = 90
     go_repositories: int = 10
+    per_call: int = 300
 
 
 QUICK = Config(
@@ -94,6 +99,7 @@ QUICK = Config(
     scaling_images=30,
     scaling_max_images=20,
     go_repositories=2,
+    per_call=20,
 )
 
 
@@ -179,6 +185,23 @@ async def ours(endpoint: str, shape: Shape, concurrency: int) -> dict[str, Any]:
     }
 
 
+async def fixed_call(endpoint: str, calls: int) -> dict[str, Any]:
+    """The CPU of one DescribeImages of a one-image repository, `calls` of them one at a time
+    after a tenth as many to warm the connection and the caches."""
+    os.environ.update(CREDENTIALS)
+    async with open_ecr(
+        region=REGION, registry_id=None, concurrency=1, endpoint_url=endpoint
+    ) as ecr:
+        (repository,) = (await ecr.repositories(names(1))).repositories
+        for _ in range(max(1, calls // 10)):
+            await ecr.images(repository)
+        cpu = time.process_time()
+        for _ in range(calls):
+            await ecr.images(repository)
+        cpu = time.process_time() - cpu
+    return {"calls": calls, "cpu_us_per_call": cpu / calls * 1e6}
+
+
 def peak_rss_mib() -> float:
     """This process's peak RSS: the kernel's high-water mark of its own memory (VmHWM).
 
@@ -194,7 +217,8 @@ def peak_rss_mib() -> float:
 def run_worker(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--algorithm", choices=("ours", "go"), default="ours")
+    parser.add_argument("--algorithm", choices=("ours", "go", "per-call"), default="ours")
+    parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--shape", required=True)
     parser.add_argument("--profile", action="store_true")
@@ -208,6 +232,8 @@ def run_worker(argv: Sequence[str]) -> int:
         from bench.go_baseline import converge
 
         result = asyncio.run(converge(options.endpoint, shape))
+    elif options.algorithm == "per-call":
+        result = asyncio.run(fixed_call(options.endpoint, options.calls))
     elif options.profile:
         profiler = cProfile.Profile()
         profiler.enable()
@@ -402,11 +428,35 @@ def go(endpoint: Endpoint, config: Config, ours_wall: float) -> dict[str, Any]:
     return result
 
 
+def per_call(config: Config, headline: dict[str, Any]) -> dict[str, Any]:
+    """The fixed CPU of a call, and that times the cycle's calls as a share of its CPU (at the
+    default concurrency)."""
+    endpoint = Endpoint(1, 1, 0.0)
+    try:
+        shape = endpoint.shape(1, 1)
+        done = [
+            worker(endpoint, shape, "--algorithm=per-call", f"--calls={config.per_call}")
+            for _ in range(config.runs)
+        ]
+    finally:
+        endpoint.close()
+    per = spread([r["cpu_us_per_call"] for r in done])
+    cycle = headline[str(config.concurrency[0])]
+    cycle_us = [r["cpu_s"] * 1e6 for r in cycle["runs"]]
+    calls = cycle["lower_bound_calls"]
+    return {
+        "runs": done,
+        "cpu_us_per_call": per,
+        "share_of_cycle_cpu": spread([calls * per["median"] / us for us in cycle_us]),
+    }
+
+
 def run(config: Config) -> dict[str, Any]:
     results: dict[str, Any] = {"config": asdict(config)}
     endpoint = Endpoint(max(config.repositories, *config.memory), config.images, config.latency)
     try:
         results["headline"] = headline(endpoint, config)
+        results["per_call"] = per_call(config, results["headline"])  # close in time to it
         results["throttled"] = throttled(endpoint, config)
         results["memory"] = memory(endpoint, config)
         ours_wall = results["headline"][str(config.concurrency[0])]["wall_s"]["median"]
@@ -441,6 +491,11 @@ def report(results: dict[str, Any]) -> str:
             f"{figures['floor_s']:.2f} s; ×{figures['ratio_to_floor']['median']:.2f} the floor; "
             f"{figures['throttled_attempts']['median']:.0f} throttled attempts"
         )
+    call = results["per_call"]
+    lines.append(
+        f"  one call's fixed CPU: {call['cpu_us_per_call']['median']:.0f} µs; times the cycle's "
+        f"calls: {call['share_of_cycle_cpu']['median'] * 100:.0f}% of its CPU"
+    )
     mem = results["memory"]
     small, large = (str(n) for n in config["memory"])
     lines.append(

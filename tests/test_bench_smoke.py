@@ -11,7 +11,7 @@ import math
 import pytest
 
 import bench.__main__ as suite
-from bench import event_path
+from bench import cycle, event_path
 
 FIGURES = (
     "events",
@@ -57,6 +57,7 @@ def test_the_whole_suite_runs_at_smoke_size_and_fills_every_row() -> None:
     for needle in (
         "cycle time / latency limit",
         "CPU per image listed",
+        "CPU of one ECR call, its fixed part",
         "ECR calls per cycle",
         "throttled",
         "peak RSS, 6 / 2 repositories",
@@ -77,5 +78,9 @@ def test_the_whole_suite_runs_at_smoke_size_and_fills_every_row() -> None:
     assert all(run["ok"] for run in headline["runs"])
     assert all(run["deleted"] == 4 * (120 - 50) for run in headline["runs"])
     assert results["cycle"]["go"]["cycles"] >= 1
+    per_call = results["cycle"]["per_call"]
+    assert [run["calls"] for run in per_call["runs"]] == [cycle.QUICK.per_call]
+    assert all(run["cpu_us_per_call"] > 0 for run in per_call["runs"])
+    assert per_call["share_of_cycle_cpu"]["median"] > 0
     table = suite.table(results)
     assert table.count("\n| ") == len(rows) + 1  # the header and one line per row
