@@ -21,7 +21,8 @@ What moto 5.2.5 does and does not model, and what this module does about it:
   signature check under enforcement, so Lambda denial is not tested against moto.
 - Assumed-role credentials are mapped by moto to the role's account: calls made with them read
   and write that account's ECS and Lambda, which is how the tests see the role was used.
-- moto never throttles: the adaptive retry is ECR's (`ecr.reading_config`), tested there.
+- moto never throttles: throttled calls are tested against the ECR simulator (`test_ecr_semantics`)
+  and, for ECS, by `test_throttles_are_retried_and_counted_as_for_ecr` below.
 """
 
 from __future__ import annotations
@@ -460,8 +461,9 @@ async def test_immutable_revisions_and_versions_are_described_once(moto: str) ->
 async def test_throttles_are_retried_and_counted_as_for_ecr(
     moto: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The ECS client has ECR's reading config: adaptive retries, each throttle counted. The
-    adaptive mode's client-side rate limit is what it is for; here it would only add waits."""
+    """The ECS client has the reading config (`ecr.reading_config`: adaptive retries), each
+    throttle counted as for ECR. The adaptive mode's client-side rate limit is what it is for;
+    here it would only add waits."""
     from aiobotocore.retries.adaptive import AsyncClientRateLimiter
 
     async def send_now(_self: Any, **_: Any) -> None:

@@ -609,7 +609,7 @@ def test_garbage_and_truncated_watch_lines(rig: Rig) -> None:
     fault="ECR throttling storm",
     injected="the ECR simulator throttles 50% of all calls (seeded), half ThrottlingException "
     "(400), half TooManyRequestsException (429), from the start",
-    behaviour="reads retried by the SDK (adaptive), deletes retried by the pruner with the gate "
+    behaviour="reads retried by the SDK (standard mode), deletes retried by the pruner with the gate "
     "and veto checked before each attempt; fewer calls in flight; a cycle may fail and the next "
     "one goes on",
     signal='`ecr_cleanup_ecr_api_throttles_total{operation="DescribeImages"}` and '
