@@ -5,8 +5,10 @@ output, `--profile` to cProfile one cycle of ours).
 
 The ECR endpoint is the project's simulator (`python -m sandbox.ecrsim`) in a process of its
 own, seeded with repositories of images (pushed a minute apart, tagged build-N, the newest also
-`latest`) and answering every call after `latency` seconds; between runs it rolls back to the
-seeded state. Each run is a fresh worker process running one cycle of the controller's
+`latest`) and answering every call `latency` seconds after it arrived (`--answer-on-arrival`:
+a call is carried out on arrival, so the simulator's own work, one call at a time on its core,
+hides in the latency rather than adding to each call queued behind it: ECR serves calls in
+parallel); between runs it rolls back to the seeded state. Each run is a fresh worker process running one cycle of the controller's
 `Pruner` with the real aioboto3 gateway, logging as the controller does, so its CPU time and
 peak RSS are the cycle's own. The scenarios:
 
@@ -264,6 +266,7 @@ class Endpoint:
                 f"--repositories={repositories}",
                 f"--images={images}",
                 f"--latency={latency}",
+                "--answer-on-arrival",
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -799,3 +799,29 @@ async def test_agrees_with_moto_on_what_both_model() -> None:
         "no error",
         "ImageAlreadyExistsException",
     ]
+
+
+# ------------------------------------------------------------------- latency
+
+
+@pytest.mark.parametrize("on_arrival", [False, True])
+async def test_a_call_is_carried_out_after_its_latency_or_on_arrival(
+    sim: EcrSimulator, ecr: ECRClient, on_arrival: bool
+) -> None:
+    """By default a call is carried out once its latency has passed (a slow call in flight).
+    With `answer_on_arrival` (the benchmarks' endpoint) it is carried out when it arrives and
+    answered its latency later: the simulator's own work, one call at a time, then hides in
+    the latency instead of adding to every call queued behind it, as it does not at ECR."""
+    sim.answer_on_arrival = on_arrival
+    digest = sim.add_image(REPO, pushed_at=T0)
+    sim.set_latency("BatchDeleteImage", 2.0)
+    call = asyncio.ensure_future(ecr.batch_delete_image(repositoryName=REPO, imageIds=ids(digest)))
+    for _ in range(100):  # up to 1 s, half the latency
+        await asyncio.sleep(0.01)
+        if digest not in sim.digests(REPO):
+            break
+    assert (digest not in sim.digests(REPO)) is on_arrival
+    assert not call.done()  # answered only after the latency, either way
+    answer = await call
+    assert [i["imageDigest"] for i in answer["imageIds"]] == [digest]
+    assert digest not in sim.digests(REPO)
