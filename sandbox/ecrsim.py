@@ -1925,7 +1925,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per call")
     parser.add_argument("--rate", type=float, default=0.0, help="calls/s limit (0: none)")
     parser.add_argument("--burst", type=float, default=None)
-    parser.add_argument("--answer-on-arrival", action="store_true")
+    parser.add_argument(
+        "--answer-on-arrival",
+        action="store_true",
+        help="carry a call out when it arrives and answer it --latency later (benchmarks)",
+    )
     options = parser.parse_args(argv)
 
     async def serve() -> None:

@@ -811,7 +811,8 @@ async def test_a_call_is_carried_out_after_its_latency_or_on_arrival(
     """By default a call is carried out once its latency has passed (a slow call in flight).
     With `answer_on_arrival` (the benchmarks' endpoint) it is carried out when it arrives and
     answered its latency later: the simulator's own work, one call at a time, then hides in
-    the latency instead of adding to every call queued behind it, as it does not at ECR."""
+    the latency instead of adding to every call queued behind it (ECR serves calls in
+    parallel)."""
     sim.answer_on_arrival = on_arrival
     digest = sim.add_image(REPO, pushed_at=T0)
     sim.set_latency("BatchDeleteImage", 2.0)
