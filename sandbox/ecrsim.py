@@ -249,6 +249,9 @@ class RecordedRequest:
     # time.monotonic() when the request arrived (before any injected latency)
     answered_at: float = 0.0
     # time.monotonic() when it was carried out and answered (after the latency)
+    status: int = 200
+    # the HTTP status answered: 200 when ECR carried the call out, else the error's (a
+    # throttled or refused call changed nothing)
 
 
 @dataclass(slots=True)
@@ -1170,25 +1173,38 @@ class EcrRegistry:
             except orjson.JSONDecodeError:
                 params = None
             now = time.monotonic()
-            if self.record_requests:
-                self._requests.append(
-                    RecordedRequest(
-                        operation,
-                        params if isinstance(params, dict) else {},
-                        caller=caller,
-                        received_at=now if received_at is None else received_at,
-                        answered_at=now,
-                    )
-                )
             try:
                 self._injected(operation, params, caller)
                 payload = self._answer(target, operation, params)
             except EcrError as error:
+                self._record(operation, params, caller, received_at, now, error.status)
                 logger.debug("ecrsim %s -> %s %s", operation, error.status, error.code)
                 return error.status, orjson.dumps({"__type": error.code, "message": error.message})
+            self._record(operation, params, caller, received_at, now, 200)
             payload = self._maybe_malform(operation, payload)
         logger.debug("ecrsim %s -> 200", operation)
         return 200, orjson.dumps(payload)
+
+    def _record(
+        self,
+        operation: str,
+        params: Any,
+        caller: str,
+        received_at: float | None,
+        now: float,
+        status: int,
+    ) -> None:
+        if self.record_requests:
+            self._requests.append(
+                RecordedRequest(
+                    operation,
+                    params if isinstance(params, dict) else {},
+                    caller=caller,
+                    received_at=now if received_at is None else received_at,
+                    answered_at=now,
+                    status=status,
+                )
+            )
 
     def _injected(self, operation: str, params: Any, caller: str) -> None:
         """The faults that depend on who calls or what is named: raise the injected error."""

@@ -403,6 +403,7 @@ async def test_throttling_is_retried_transparently(sim: EcrSimulator, ecr: ECRCl
     assert len(answer["imageDetails"]) == 1
     assert answer["ResponseMetadata"]["RetryAttempts"] == 1
     assert sim.calls["DescribeImages"] == 2
+    assert [r.status for r in sim.requests if r.operation == "DescribeImages"] == [400, 200]
 
 
 @pytest.mark.usefixtures("no_back_off")
@@ -420,6 +421,8 @@ async def test_server_error_is_retried_transparently(sim: EcrSimulator, ecr: ECR
     answer = await ecr.batch_delete_image(repositoryName=REPO, imageIds=ids(digest))
     assert answer["imageIds"] == ids(digest)
     assert sim.calls["BatchDeleteImage"] == 2
+    # each attempt is recorded with what it was answered: the first changed nothing
+    assert [r.status for r in sim.requests] == [500, 200]
 
 
 @pytest.mark.usefixtures("no_back_off")
