@@ -87,6 +87,8 @@ from typing import Any, Literal, Self
 import orjson
 from aiohttp import web
 
+from sandbox.ports import stop_runner
+
 __all__ = [
     "DOCKER_MANIFEST",
     "DOCKER_MANIFEST_LIST",
@@ -1756,7 +1758,7 @@ class _HttpFront:
     async def close(self) -> None:
         runner, self._runner = self._runner, None
         if runner is not None:
-            await runner.cleanup()
+            await stop_runner(runner)
             logger.info("ecrsim: stopped %s", self.endpoint_url)
 
     async def _rollback(self, _request: web.Request) -> web.Response:

@@ -59,6 +59,8 @@ import orjson
 import yaml
 from aiohttp import web
 
+from sandbox.ports import stop_runner
+
 log = logging.getLogger(__name__)
 
 JsonObj = dict[str, Any]
@@ -540,7 +542,7 @@ class KubeSimulator:
             self._stopping.set()
         for watch in builtins.list(self._watches):
             watch.queue.put_nowait(("close", b""))
-        await runner.cleanup()
+        await stop_runner(runner)
         log.info("kube simulator on port %s stopped", self._port)
 
     async def __aenter__(self) -> Self:

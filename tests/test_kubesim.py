@@ -8,9 +8,13 @@ JSON of lists and the raw lines of watch streams - the same wire-level view the 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import socket
+import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -1019,3 +1023,31 @@ async def test_discovery_lists_every_served_group_and_kind(tmp_path: Path) -> No
         with pytest.raises(ApiException) as error:
             await client.CoreV1Api(api).list_namespaced_service_account("default")
         assert error.value.status == 404
+
+
+def test_stopping_closes_a_connection_whose_client_stopped_reading() -> None:
+    """A watch whose client no longer reads holds unsent events in the server's write buffer;
+    asyncio completes that transport's close only once the buffer drains. Stopped, the threaded
+    simulator must still close it for good, or its loop closes with the transport open and the
+    garbage collector reports it later, in whichever test runs then."""
+    sim = ThreadedKubeSimulator(token=TOKEN).start()
+    host, port = sim.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as reader:
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.sendall(
+            b"GET /api/v1/pods?watch=1 HTTP/1.1\r\nHost: kube\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+        )
+        deadline = time.monotonic() + 10
+        while sim.watch_count("pods") < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sim.watch_count("pods") == 1
+        for n in range(2000):  # about 8 MB of events, never read
+            obj = pod(f"p{n}", "shop", {"c": "nginx"})
+            obj["metadata"]["annotations"] = {"note": "x" * 4000}
+            sim.create("pods", obj)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sim.stop()
+            gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
