@@ -14,8 +14,9 @@ peak RSS are the cycle's own. The scenarios:
 
 * headline: `repositories` × `images` images, max-images `max_images`, at each concurrency:
   wall time against the latency limit, CPU per image listed, calls against the lower bound;
-* throttled: the same, under one shared limit of `rate` calls a second (all operations), its
-  floor being the lower bound of calls over the rate;
+* throttled: the same, under one shared limit of `rate` calls a second (all operations, a
+  burst of `rate` at once), its floor being the lower bound of calls less the burst, over the
+  rate (the bucket is full when a run starts);
 * memory: peak RSS of a cycle over the first `memory[0]` and over `memory[1]` repositories, at
   the default concurrency;
 * scaling: wall time over 10, 100, 1,000 repositories of `scaling_images` images, at the
@@ -372,7 +373,7 @@ def throttled(endpoint: Endpoint, config: Config) -> dict[str, Any]:
         for concurrency in config.concurrency:
             done = runs(endpoint, shape, concurrency, config.runs)
             _, lower_bound = shape.lower_bound(concurrency, config.latency)
-            floor = lower_bound / config.rate
+            floor = max(0, lower_bound - config.rate) / config.rate  # the burst comes free
             results[str(concurrency)] = {
                 "runs": done,
                 "wall_s": spread([r["wall_s"] for r in done]),

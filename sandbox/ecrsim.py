@@ -822,7 +822,8 @@ class EcrRegistry:
 
     def rollback(self) -> None:
         """Put the repositories back as they were at the last :meth:`checkpoint`; reset the call
-        counts. Repositories created since are dropped."""
+        counts, and fill a rate limit's bucket again (a benchmark's run starts with its whole
+        burst). Repositories created since are dropped."""
         with self._lock:
             if self._checkpoint is None:
                 raise RuntimeError("rollback() without a checkpoint()")
@@ -841,6 +842,9 @@ class EcrRegistry:
                     ) = storage
             self._calls.clear()
             self._requests.clear()
+            rate = self._faults.rate
+            if rate is not None:
+                rate.tokens, rate.at = rate.burst, time.monotonic()
 
     @staticmethod
     def _check_knob(operation: str, times: int) -> None:

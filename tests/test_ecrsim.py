@@ -854,3 +854,24 @@ async def test_a_rollback_leaves_the_registry_out_of_the_garbage_collector(
         assert not any(obj is tags for obj in gc.get_objects())  # in no generation
     finally:
         gc.unfreeze()
+
+
+async def test_a_rollback_fills_the_rate_limit_s_bucket_again(
+    sim: EcrSimulator, ecr: ECRClient
+) -> None:
+    """A benchmark's floor under a shared limit counts the burst a run may spend at once:
+    every run starts with the bucket full, whatever the run before it left."""
+    sim.checkpoint()
+    sim.rate_limit(0.001, burst=2)  # no refill within the test
+    async with ecr_client(sim.endpoint_url, max_attempts=0) as once:
+        for _ in range(2):
+            await once.describe_repositories()
+        with pytest.raises(ClientError) as error:
+            await once.describe_repositories()
+        assert error_code(error) == "ThrottlingException"
+        sim.rollback()
+        for _ in range(2):
+            await once.describe_repositories()
+        with pytest.raises(ClientError):
+            await once.describe_repositories()
+    sim.clear_faults()
