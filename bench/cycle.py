@@ -16,7 +16,7 @@ peak RSS are the cycle's own. The scenarios:
   wall time against the latency limit, CPU per image listed, calls against the lower bound;
 * throttled: the same, under one shared limit of `rate` calls a second (all operations, a
   burst of `rate` at once), its floor being the lower bound of calls less the burst, over the
-  rate (the bucket is full when a run starts);
+  rate (the bucket is full when a run starts), or the latency limit if that is longer;
 * memory: peak RSS of a cycle over the first `memory[0]` and over `memory[1]` repositories, at
   the default concurrency;
 * scaling: wall time over 10, 100, 1,000 repositories of `scaling_images` images, at the
@@ -372,8 +372,10 @@ def throttled(endpoint: Endpoint, config: Config) -> dict[str, Any]:
         results = {}
         for concurrency in config.concurrency:
             done = runs(endpoint, shape, concurrency, config.runs)
-            _, lower_bound = shape.lower_bound(concurrency, config.latency)
-            floor = max(0, lower_bound - config.rate) / config.rate  # the burst comes free
+            limit, lower_bound = shape.lower_bound(concurrency, config.latency)
+            # the calls beyond the burst (which comes free) over the rate, and never below the
+            # latency limit (the smoke sizes make fewer calls than the burst)
+            floor = max((lower_bound - config.rate) / config.rate, limit)
             results[str(concurrency)] = {
                 "runs": done,
                 "wall_s": spread([r["wall_s"] for r in done]),
