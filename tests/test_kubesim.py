@@ -11,7 +11,6 @@ import asyncio
 import gc
 import json
 import socket
-import time
 import urllib.error
 import urllib.request
 import warnings
@@ -39,6 +38,7 @@ from sandbox.kubesim import (
     workload,
     write_kubeconfig,
 )
+from tests.waiting import eventually
 
 TOKEN = "s3cr3t-token"
 
@@ -1025,7 +1025,7 @@ async def test_discovery_lists_every_served_group_and_kind(tmp_path: Path) -> No
         assert error.value.status == 404
 
 
-def test_stopping_closes_a_connection_whose_client_stopped_reading() -> None:
+async def test_stopping_closes_a_connection_whose_client_stopped_reading() -> None:
     """A watch whose client no longer reads holds unsent events in the server's write buffer;
     asyncio completes that transport's close only once the buffer drains. Stopped, the threaded
     simulator must still close it for good, or its loop closes with the transport open and the
@@ -1038,10 +1038,7 @@ def test_stopping_closes_a_connection_whose_client_stopped_reading() -> None:
             b"GET /api/v1/pods?watch=1 HTTP/1.1\r\nHost: kube\r\n"
             + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
         )
-        deadline = time.monotonic() + 10
-        while sim.watch_count("pods") < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert sim.watch_count("pods") == 1
+        await eventually(lambda: sim.watch_count("pods") == 1, within=10)
         for n in range(2000):  # about 8 MB of events, never read
             obj = pod(f"p{n}", "shop", {"c": "nginx"})
             obj["metadata"]["annotations"] = {"note": "x" * 4000}
