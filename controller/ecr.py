@@ -47,7 +47,7 @@ from botocore.retries import standard
 
 from controller import __version__
 from controller.identifiers import RepositoryId
-from controller.images import Digest, EcrRegistry, is_digest
+from controller.images import Digest, EcrRegistry, all_digests, is_digest
 from controller.policy import Image
 from controller.settings import ConfigError
 
@@ -595,12 +595,14 @@ it gives the gateway instead of the raw one (with the answer's nextToken)."""
 
 
 class _ImageDetail(msgspec.Struct, gc=False):
-    """An `imageDetails` entry, as far as `_image` reads it, typed as a well-formed one is."""
+    """An `imageDetails` entry, as far as `_image` reads it, typed as a well-formed one is: a
+    field absent takes the value `_image` gives it; one of another type (`null` included) sends
+    the answer to the general path."""
 
     imageDigest: Digest
     imagePushedAt: float
-    imageTags: list[str] | None = None
-    imageSizeInBytes: int | None = None
+    imageTags: tuple[str, ...] | None = None
+    imageSizeInBytes: int = 0
     imageManifestMediaType: str | None = None
     lastRecordedPullTime: float | None = None
     lastArchivedAt: float | None = None
@@ -617,38 +619,36 @@ _DESCRIBE_IMAGES: Final = msgspec.json.Decoder(_DescribeImages)
 
 def typed_images(body: bytes) -> tuple[list[Image], object] | None:
     """A DescribeImages answer's images and nextToken, decoded straight into the fields
-    `_image` reads (msgspec; the others are checked as JSON and skipped). None: not of the
-    shape a well-formed answer has (a value of another type, an invalid digest or timestamp):
-    the general path (orjson and `_image`) reads it, and reports what is wrong. On every
-    answer this reads, it gives the general path's images (`tests/test_ecr_wire.py`)."""
+    `_image` reads (msgspec; the digests checked all at once, `all_digests`; the other fields
+    are checked as JSON and skipped). None: not of the shape a well-formed answer has (a value of another
+    type, an invalid digest or timestamp): the general path (orjson and `_image`) reads it,
+    and reports what is wrong. On every answer this reads, it gives the general path's images
+    (`tests/test_ecr_wire.py`)."""
     try:
         answer = _DESCRIBE_IMAGES.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    images: list[Image] = []
-    append = images.append
+    details = answer.imageDetails
+    subjects = [s for d in details if (s := d.subjectManifestDigest) is not None]
+    if not all_digests([d.imageDigest for d in details]) or not all_digests(subjects):
+        return None
     stamp = datetime.fromtimestamp
     try:
-        for detail in answer.imageDetails:
-            digest, subject = detail.imageDigest, detail.subjectManifestDigest
-            if not is_digest(digest) or (subject is not None and not is_digest(subject)):
-                return None
-            tags = detail.imageTags
-            size = detail.imageSizeInBytes
-            pulled, archived = detail.lastRecordedPullTime, detail.lastArchivedAt
-            append(
-                Image(
-                    digest,
-                    stamp(detail.imagePushedAt, UTC),  # out of range: the general path says so
-                    () if tags is None else tuple(tags),
-                    0 if size is None else size,
-                    None if pulled is None else _timestamp(pulled),
-                    (),
-                    detail.imageManifestMediaType,
-                    subject,
-                    None if archived is None else _timestamp(archived),
-                )
+        # out of range, a timestamp raises here and the general path says so
+        images = [
+            Image(
+                detail.imageDigest,
+                stamp(detail.imagePushedAt, UTC),
+                () if (tags := detail.imageTags) is None else tags,
+                detail.imageSizeInBytes,
+                None if (pulled := detail.lastRecordedPullTime) is None else stamp(pulled, UTC),
+                (),
+                detail.imageManifestMediaType,
+                detail.subjectManifestDigest,
+                None if (archived := detail.lastArchivedAt) is None else stamp(archived, UTC),
             )
+            for detail in details
+        ]
     except _OUT_OF_RANGE:
         return None
     return images, answer.nextToken

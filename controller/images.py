@@ -13,6 +13,7 @@ Pure: standard library only, no I/O. Parse results are cached (references repeat
 """
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final, NewType
@@ -23,6 +24,7 @@ __all__ = [
     "EcrRegistry",
     "ImageRef",
     "InvalidReference",
+    "all_digests",
     "format_reference",
     "is_digest",
     "parse_ecr_host",
@@ -55,7 +57,9 @@ _DOMAIN_RE: Final = re.compile(
     re.ASCII,
 )
 _TAG_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
-_DIGEST_RE: Final = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}", re.ASCII)
+_DIGEST: Final = r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}"
+_DIGEST_RE: Final = re.compile(_DIGEST, re.ASCII)
+_DIGEST_LINES_RE: Final = re.compile(rf"(?:(?:{_DIGEST})\n)*", re.ASCII)
 _IDENTIFIER_RE: Final = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 # Amazon ECR private registry hosts: "<12-digit account>.<endpoint label>.<region>.<DNS suffix>",
@@ -132,6 +136,14 @@ class ImageRef:
 def is_digest(text: str) -> bool:
     """Whether `text` is "sha256:<64 lower-case hex>" or "sha512:<128 lower-case hex>"."""
     return _DIGEST_RE.fullmatch(text) is not None
+
+
+def all_digests(texts: Sequence[str]) -> bool:
+    """Whether every one of `texts` is a digest: `all(map(is_digest, texts))`, in one regex
+    pass over them joined a line each (a DescribeImages page names 1000: a call each was 5% of
+    a cycle's CPU). A newline inside one of them adds a line, so the count tells."""
+    joined = "\n".join(texts) + "\n" if texts else ""
+    return joined.count("\n") == len(texts) and _DIGEST_LINES_RE.fullmatch(joined) is not None
 
 
 def parse_ecr_host(host: str) -> EcrRegistry | None:

@@ -7,7 +7,8 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from operator import attrgetter
+from typing import Final, Protocol
 
 from controller.identifiers import RepositoryId
 from controller.images import Digest
@@ -265,6 +266,9 @@ def _protection(
     return None
 
 
+_AGE_AND_DIGEST: Final = attrgetter("pushed_at", "digest")
+
+
 def plan(
     images: Iterable[Image],
     *,
@@ -305,7 +309,9 @@ def plan(
     primary = {d: i for d, i in by_digest.items() if d not in artifacts} if artifacts else by_digest
     # newest first, digest as the tie-breaker: the order of the decisions, and reversed, the
     # order in which single images (the common case: no index) are considered for deletion
-    newest_first = sorted(by_digest, key=lambda d: (by_digest[d].pushed_at, d), reverse=True)
+    newest_first = [
+        image.digest for image in sorted(by_digest.values(), key=_AGE_AND_DIGEST, reverse=True)
+    ]
     indexes = any(image.children for image in primary.values())
     if indexes:
         groups = _groups(primary)
@@ -335,7 +341,8 @@ def plan(
             if planned >= budget:
                 decided[digest] = keep_within
                 continue
-        protected = [d for d in group if d in direct]
+        protected = [d for d in group if d in direct] if len(group) > 1 else ()
+        # a single image was looked up in `direct` above
         if protected:
             linked = _linked_reason(group, protected, by_digest)
             for digest in group:
@@ -357,7 +364,7 @@ def plan(
             whole = frozenset(group)
             for digest in group:
                 linked_groups[digest] = whole
-        children = {c for d in group for c in by_digest[d].children}
+        children = {c for d in group for c in by_digest[d].children} if indexes else ()
         for digest in group:
             reason = Reason.CHILD_OF_DELETED if digest in children else Reason.OVER_COUNT
             decided[digest] = (Action.DELETE, reason, "")

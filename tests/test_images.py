@@ -12,6 +12,7 @@ from controller.images import (
     EcrRegistry,
     ImageRef,
     InvalidReference,
+    all_digests,
     format_reference,
     is_digest,
     parse_ecr_host,
@@ -408,6 +409,24 @@ def test_parse_image_id_rejects(text: str, why: str) -> None:
 )
 def test_is_digest(text: str, expected: bool) -> None:
     assert is_digest(text) is expected
+
+
+digest_like = st.one_of(
+    st.sampled_from([D, D512, f"sha256:{HEX64[:-1]}", f"{D}\n", f"\n{D}", "", "\n"]),
+    # two digests in one text, split as the joined lines are: must not pass as two
+    st.just(f"{D}\n{D}"),
+    st.just(f"{D}\n{D512}"),
+    st.text(alphabet="sha256:0f\n", max_size=12),
+)
+
+
+@given(st.lists(digest_like, max_size=6))
+@settings(max_examples=examples(500))
+@example([f"{D}\n{D}"])
+@example([D, f"{D}\n{D}", D])
+@example([f"{D}\n"])
+def test_all_digests_is_is_digest_of_each(texts: list[str]) -> None:
+    assert all_digests(texts) is all(is_digest(t) for t in texts)
 
 
 def test_cached_results_are_equal_and_errors_repeat() -> None:
