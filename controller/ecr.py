@@ -5,14 +5,16 @@ boto response. The adapter makes the fewest calls ECR allows: DescribeImages wit
 maxResults=1000, BatchGetImage and BatchDeleteImage with 100 ids per call, repository names
 100 per DescribeRepositories call.
 
-Retries. The reading calls are retried by botocore's standard retry mode, each within a time
-budget (`call_budget`, retries included) so that one broken repository cannot hold a cycle
-for a minute. BatchDeleteImage is sent by a second client with the SDK's retries OFF: one
-call is one attempt, and the pruner retries it itself (`RetryPolicy`, botocore's back-off),
-asking the trust gate and the live in-use view again before every attempt. An SDK retry
-would resend a batch checked seconds earlier, after a back-off of up to 20 s in which a
-rollback may have started using one of its images. How many calls are in flight, reads and
-deletes together, adapts to throttling in one place: `AdaptiveLimit`.
+Retries. The client makes one attempt per call (the SDK's retries OFF). A reading call is
+retried by the gateway itself, with botocore's standard back-off (`RetryPolicy`), each within
+a time budget (`call_budget`, retries included) so that one broken repository cannot hold a
+cycle for a minute. BatchDeleteImage is retried by the pruner (`RetryPolicy` again), asking
+the trust gate and the live in-use view again before every attempt. An SDK retry would resend
+a batch checked seconds earlier, after a back-off of up to 20 s in which a rollback may have
+started using one of its images. How many attempts are in flight, reads and deletes
+together, adapts to throttling in one place: `AdaptiveLimit`; a call holds a slot for its
+attempt only, never through a back-off (with the SDK's retries a throttled read kept its
+slot while it waited: throttled, at one slot left, every other call waited with it).
 
 Exceptions:
     EcrError                 a call failed for good (operation, code, retryable)
@@ -27,7 +29,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,6 +133,9 @@ class RetryPolicy:
         """Seconds to wait before retry number `retry` (1 for the first retry)."""
         return float(self.jitter() * min(self.base * 2 ** (retry - 1), self.max_backoff))
 
+
+READ_RETRY: Final = RetryPolicy()
+"""How the gateway retries a reading call: botocore's standard mode, within the call budget."""
 
 _RETRYABLE = standard.OrRetryChecker(
     [standard.ThrottledRetryableChecker(), standard.TransientRetryableChecker()]
@@ -314,30 +319,30 @@ def chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
 
 
 class AioEcr:
-    """`EcrPort` over two aioboto3 ECR clients: one with the SDK's retries, one without (deletes)."""
+    """`EcrPort` over an aioboto3 ECR client that makes one attempt per call (`one_attempt`):
+    the gateway retries the reads (`read_retry`), the pruner the deletes."""
 
     def __init__(
         self,
         client: Any,
         *,
-        delete_client: Any | None = None,
         region: str,
         registry_id: str | None,
         call_budget: float = CALL_BUDGET,
         max_in_flight: int = 8,
+        read_retry: RetryPolicy = READ_RETRY,
     ) -> None:
         self._client = client
-        self._delete_client = delete_client or client
         self._region = region
         self._registry_id = registry_id
         self._call_budget = call_budget
+        self._read_retry = read_retry
         self.stats = CallStats()
         self.limit = AdaptiveLimit(max_in_flight)
-        for each in {id(c): c for c in (client, self._delete_client)}.values():
-            each.meta.events.register("needs-retry.ecr.*", self._on_retry_check)
-            for operation, hook in PARSE_HOOKS.items():
-                each.meta.events.register(f"before-parse.ecr.{operation}", hook)
-            each._serializer = PlainJsonBodies(each._serializer)
+        client.meta.events.register("needs-retry.ecr.*", self._on_retry_check)
+        for operation, hook in PARSE_HOOKS.items():
+            client.meta.events.register(f"before-parse.ecr.{operation}", hook)
+        client._serializer = PlainJsonBodies(client._serializer)
 
     def _on_retry_check(self, response: Any = None, operation: Any = None, **_: Any) -> None:
         if count_attempt(self.stats, response, operation) == "throttled":
@@ -346,15 +351,37 @@ class AioEcr:
     def _registry(self) -> dict[str, str]:
         return {"registryId": self._registry_id} if self._registry_id else {}
 
-    async def _call(self, operation: str, *, client: Any = None, **kwargs: Any) -> dict[str, Any]:
+    async def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        """A reading call, retried (`read_retry`) within the call budget."""
+        return await self._exchange(operation, kwargs, retried=True)
+
+    async def _call_once(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        """A changing call, one attempt: its caller retries, checking the images again first."""
+        return await self._exchange(operation, kwargs, retried=False)
+
+    async def _exchange(
+        self, operation: str, kwargs: Mapping[str, Any], *, retried: bool
+    ) -> dict[str, Any]:
+        """One ECR call: attempts, each in a slot of `limit`, until one answers, fails for good,
+        or the retries (none unless `retried`) or the call budget run out."""
         self.stats.calls[operation] += 1
-        method = getattr(client or self._client, _snake(operation))
+        method = getattr(self._client, _snake(operation))
+        retry = self._read_retry
         try:
             with anyio.fail_after(self._call_budget):
-                async with self.limit.limiter:
-                    started = time.monotonic()
-                    result = await method(**kwargs)
-                    self.limit.succeeded(time.monotonic() - started)
+                attempt = 1
+                while True:
+                    try:
+                        async with self.limit.limiter:
+                            started = time.monotonic()
+                            result = await method(**kwargs)
+                            self.limit.succeeded(time.monotonic() - started)
+                        break
+                    except (ClientError, BotoCoreError) as exc:
+                        if not retried or attempt >= retry.attempts or not is_retryable(exc):
+                            raise
+                    await anyio.sleep(retry.delay(attempt))  # out of the slot
+                    attempt += 1
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", "Unknown"))
@@ -487,14 +514,12 @@ class AioEcr:
 
     async def archive(self, repository: Repository, digest: Digest) -> DeleteOutcome:
         """Move one image to the archive storage class (UpdateImageStorageClass takes one),
-        through the client without SDK retries, as deletes: the pruner retries, and checks the
-        image again first. An image already gone counts as done; one ECR will not move now
+        one attempt, as deletes: the pruner retries, and checks the image again first. An image already gone counts as done; one ECR will not move now
         (already archived or restoring, a child of an unarchived index) is a failure; any other
         error is raised."""
         try:
-            await self._call(
+            await self._call_once(
                 "UpdateImageStorageClass",
-                client=self._delete_client,
                 repositoryName=repository.name,
                 registryId=repository.id.registry.account,
                 imageId={"imageDigest": digest},
@@ -510,8 +535,8 @@ class AioEcr:
 
     async def restore(self, repository: Repository, digest: Digest) -> str:
         """Ask for an archived image back in the standard storage class (it is ACTIVATING for
-        up to about 20 minutes); the status ECR answers. Through the reading client, with the
-        SDK's retries: a restore is the safe direction."""
+        up to about 20 minutes); the status ECR answers. Retried as a read is: a restore is the
+        safe direction."""
         page = await self._call(
             "UpdateImageStorageClass",
             repositoryName=repository.name,
@@ -527,9 +552,8 @@ class AioEcr:
             return DeleteOutcome()
         if len(digests) > ID_BATCH:
             raise ValueError(f"at most {ID_BATCH} images per BatchDeleteImage call")
-        page = await self._call(
+        page = await self._call_once(
             "BatchDeleteImage",
-            client=self._delete_client,
             repositoryName=repository.name,
             registryId=repository.id.registry.account,
             imageIds=[{"imageDigest": d} for d in digests],
@@ -825,32 +849,25 @@ async def open_ecr(
     EKS Pod Identity, instance role). `AWS_ENDPOINT_URL_ECR` is honoured by botocore itself.
 
     Raises `ConfigError` (naming the setting) for a profile or endpoint that cannot be used."""
-    # no client-side rate limit of botocore's on the reads: the gateway's AdaptiveLimit adapts
-    # every ECR call in flight, reads and deletes, to throttling. A bucket learned from the
-    # reads alone (a tenth of a cycle's calls) paced them far below ECR's rate after a throttle,
-    # and a wave of repositories waiting in it to be listed left the limit unused: a throttled
-    # cycle at --concurrency 32 took 1.05-1.15x one at 8 (bench/cycle.py, throttled)
-    reading = reading_config(concurrency, client_rate_limit=False)
-    deleting = AioConfig(
+    # one attempt per call, no client-side rate limit of botocore's: the gateway's AdaptiveLimit
+    # adapts every ECR attempt in flight, reads and deletes, to throttling. A bucket learned from
+    # the reads alone (a tenth of a cycle's calls) paced them far below ECR's rate after a
+    # throttle, and a wave of repositories waiting in it to be listed left the limit unused: a
+    # throttled cycle at --concurrency 32 took 1.05-1.15x one at 8 (bench/cycle.py, throttled)
+    config = AioConfig(
         retries={"mode": "standard", "total_max_attempts": 1}, **_common(concurrency)
     )
     try:
         session = new_session()
     except ProfileNotFound as exc:
         raise ConfigError("AWS_PROFILE", f"{exc}: check AWS_PROFILE and ~/.aws/config") from None
-    async with AsyncExitStack() as stack:
-        try:
-            client, delete_client = [
-                await stack.enter_async_context(
-                    session.client("ecr", region_name=region, endpoint_url=endpoint_url, config=c)
-                )
-                for c in (reading, deleting)
-            ]
-        except ValueError as exc:  # botocore: "Invalid endpoint: ..."
-            raise ConfigError("AWS_ENDPOINT_URL_ECR", str(exc)) from None
+    try:
+        client = session.client("ecr", region_name=region, endpoint_url=endpoint_url, config=config)
+    except ValueError as exc:  # botocore: "Invalid endpoint: ..."
+        raise ConfigError("AWS_ENDPOINT_URL_ECR", str(exc)) from None
+    async with client as ecr:
         yield AioEcr(
-            client,
-            delete_client=delete_client,
+            ecr,
             region=region,
             registry_id=registry_id,
             call_budget=call_budget,

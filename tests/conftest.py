@@ -24,11 +24,15 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def no_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """botocore's retries (standard and adaptive modes) without their waits: for the tests of
-    what is retried, not of how long a retry waits (those keep the real back-off)."""
+    """botocore's retries (standard and adaptive modes) and the ECR gateway's own (its reads,
+    `RetryPolicy`) without their waits: for the tests of what is retried, not of how long a
+    retry waits (those keep the real back-off)."""
     from botocore.retries import standard
 
+    from controller.ecr import RetryPolicy
+
     monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda _self, _ctx: 0.0)
+    monkeypatch.setattr(RetryPolicy, "delay", lambda _self, _retry: 0.0)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

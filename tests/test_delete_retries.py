@@ -11,7 +11,7 @@ image was deleted under the pod with no veto counted.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +32,7 @@ from controller.trust import SourceTracker, View
 from controller.watching import Watcher, WatchOptions
 from sandbox.ecrsim import EcrSimulator
 from sandbox.kubesim import KubeSimulator, pod, write_kubeconfig
+from tests.waiting import eventually
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -219,6 +220,37 @@ def test_the_default_policy_is_botocore_s_back_off() -> None:
     assert policy.attempts == 9  # the SDK's 8 retries for every other call, plus the first
     assert [policy.delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 20, 20, 20]
     assert RetryPolicy(jitter=lambda: 0.5).delay(3) == 2.0
+
+
+async def test_a_throttled_read_gives_its_slot_up_while_it_backs_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # before: botocore retried a read inside the gateway's slot, so with the limit down to one
+    # call in flight (where throttles take it) every other call waited out the read's back-off
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    async with EcrSimulator() as sim:
+        for name in ("throttled", "other"):
+            sim.create_repository(name)
+            sim.add_image(name, tags=("v1",), pushed_at=NOW, config_seed=name)
+        async with open_ecr(
+            region="us-east-1", registry_id=None, concurrency=1, endpoint_url=sim.endpoint_url
+        ) as ecr:
+            (throttled,) = (await ecr.repositories(["throttled"])).repositories
+            sim.throttle("DescribeImages", times=3)
+            done: list[str] = []
+
+            async def read(name: str, call: Callable[[], Awaitable[object]]) -> None:
+                await call()
+                done.append(name)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(read, "throttled", lambda: ecr.images(throttled))
+                await eventually(lambda: sim.calls["DescribeImages"] >= 1)
+                group.start_soon(read, "other", lambda: ecr.repositories(["other"]))
+    assert sim.calls["DescribeImages"] == 4  # three throttled attempts, then the answer
+    assert ecr.stats.throttles["DescribeImages"] == 3
+    assert done == ["other", "throttled"]
 
 
 async def test_a_repository_whose_reads_keep_failing_is_given_up_within_the_call_budget(
