@@ -93,11 +93,11 @@ USER_AGENT = (
 )
 
 CALL_BUDGET = 30.0
-"""Seconds one reading call may take, the SDK's retries included, before it fails for good."""
+"""Seconds one reading call may take, its retries included, before it fails for good."""
 
 
 class EcrError(Exception):
-    """An ECR call failed for good (after the SDK's retries, or one attempt for a delete)."""
+    """An ECR call failed for good (after the retries of a read, or one attempt for a delete)."""
 
     def __init__(self, operation: str, code: str, message: str, *, retryable: bool = False) -> None:
         super().__init__(f"{operation}: {code}: {message}")
@@ -246,7 +246,7 @@ class CallStats:
     calls: Counter[str] = field(default_factory=Counter)
     throttles: Counter[str] = field(default_factory=Counter)
     server_errors: Counter[str] = field(default_factory=Counter)
-    # attempts answered with a 5xx: the SDK retries them, so a call that then succeeds would
+    # attempts answered with a 5xx: they are retried, so a call that then succeeds would
     # otherwise leave no trace of an ECR in trouble
 
 
