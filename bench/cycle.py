@@ -21,6 +21,8 @@ peak RSS are the cycle's own. The scenarios:
   the default concurrency;
 * scaling: wall time over 10, 100, 1,000 repositories of `scaling_images` images, at the
   default concurrency;
+* no latency: the headline cycle at the default concurrency against an endpoint that answers
+  at once (the same calls and images): what the CPU per image is when the process never waits;
 * per call: the CPU of one ECR call with next to nothing in it (DescribeImages of a
   one-image repository, `per_call` calls one after another, no latency): aiobotocore's
   request building, hooks and signing, the aiohttp exchange and the gateway's own lines, the
@@ -457,12 +459,32 @@ def per_call(config: Config, headline: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def no_latency(config: Config) -> dict[str, Any]:
+    """The headline cycle at the default concurrency against an endpoint that answers at once:
+    the same calls and images, with no wait between them. Its CPU against the headline's is
+    what waiting costs this machine (at 50 ms a call the process sleeps between answers, and
+    picks the work up again cold)."""
+    endpoint = Endpoint(config.repositories, config.images, 0.0)
+    try:
+        shape = endpoint.shape(config.repositories, config.max_images)
+        done = runs(endpoint, shape, config.concurrency[0], config.runs)
+    finally:
+        endpoint.close()
+    return {
+        "concurrency": config.concurrency[0],
+        "runs": done,
+        "wall_s": spread([r["wall_s"] for r in done]),
+        "cpu_us_per_image": spread([r["cpu_s"] / r["listed"] * 1e6 for r in done]),
+    }
+
+
 def run(config: Config) -> dict[str, Any]:
     results: dict[str, Any] = {"config": asdict(config)}
     endpoint = Endpoint(max(config.repositories, *config.memory), config.images, config.latency)
     try:
         results["headline"] = headline(endpoint, config)
         results["per_call"] = per_call(config, results["headline"])  # close in time to it
+        results["no_latency"] = no_latency(config)
         results["throttled"] = throttled(endpoint, config)
         results["memory"] = memory(endpoint, config)
         ours_wall = results["headline"][str(config.concurrency[0])]["wall_s"]["median"]
@@ -497,6 +519,11 @@ def report(results: dict[str, Any]) -> str:
             f"{figures['floor_s']:.2f} s; ×{figures['ratio_to_floor']['median']:.2f} the floor; "
             f"{figures['throttled_attempts']['median']:.0f} throttled attempts"
         )
+    quiet = results["no_latency"]
+    lines.append(
+        f"  no latency, concurrency {quiet['concurrency']}: {quiet['wall_s']['median']:.2f} s; "
+        f"{quiet['cpu_us_per_image']['median']:.1f} µs CPU per image"
+    )
     call = results["per_call"]
     lines.append(
         f"  one call's fixed CPU: {call['cpu_us_per_call']['median']:.0f} µs; times the cycle's "

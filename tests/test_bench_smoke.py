@@ -57,6 +57,7 @@ def test_the_whole_suite_runs_at_smoke_size_and_fills_every_row() -> None:
     for needle in (
         "cycle time / latency limit",
         "CPU per image listed",
+        "the same cycle, answered with no latency",
         "CPU of one ECR call, its fixed part",
         "ECR calls per cycle",
         "throttled",
@@ -78,6 +79,8 @@ def test_the_whole_suite_runs_at_smoke_size_and_fills_every_row() -> None:
     assert all(run["ok"] for run in headline["runs"])
     assert all(run["deleted"] == 4 * (120 - 50) for run in headline["runs"])
     assert results["cycle"]["go"]["cycles"] >= 1
+    quiet = results["cycle"]["no_latency"]
+    assert all(run["ok"] and run["deleted"] == 4 * (120 - 50) for run in quiet["runs"])
     per_call = results["cycle"]["per_call"]
     assert [run["calls"] for run in per_call["runs"]] == [cycle.QUICK.per_call]
     assert all(run["cpu_us_per_call"] > 0 for run in per_call["runs"])
