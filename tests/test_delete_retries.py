@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -176,7 +177,7 @@ async def test_the_sdk_itself_never_retries_a_delete(rig: Rig) -> None:
     assert rig.digests[149] in rig.ecr_sim.digests("app")
 
 
-async def test_reading_calls_keep_the_sdk_s_retries(rig: Rig) -> None:
+async def test_reading_calls_are_retried(rig: Rig) -> None:
     target = (await rig.ecr.repositories(["app"])).repositories[0]
     rig.ecr_sim.reset_calls()
     rig.ecr_sim.throttle("DescribeImages", times=2)
@@ -222,32 +223,49 @@ def test_the_default_policy_is_botocore_s_back_off() -> None:
     assert RetryPolicy(jitter=lambda: 0.5).delay(3) == 2.0
 
 
+@asynccontextmanager
+async def seeded(
+    monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...], images: int
+) -> AsyncIterator[EcrSimulator]:
+    """An ECR simulator with `images` images (an hour apart) in each repository of `names`."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    async with EcrSimulator() as sim:
+        for name in names:
+            sim.create_repository(name)
+            for n in range(images):
+                sim.add_image(
+                    name,
+                    tags=(f"b{n}",),
+                    pushed_at=NOW - timedelta(hours=n),
+                    config_seed=f"{name}{n}",
+                )
+        yield sim
+
+
 async def test_a_throttled_read_gives_its_slot_up_while_it_backs_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # before: botocore retried a read inside the gateway's slot, so with the limit down to one
     # call in flight (where throttles take it) every other call waited out the read's back-off
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    async with EcrSimulator() as sim:
-        for name in ("throttled", "other"):
-            sim.create_repository(name)
-            sim.add_image(name, tags=("v1",), pushed_at=NOW, config_seed=name)
-        async with open_ecr(
+    async with (
+        seeded(monkeypatch, ("throttled", "other"), 1) as sim,
+        open_ecr(
             region="us-east-1", registry_id=None, concurrency=1, endpoint_url=sim.endpoint_url
-        ) as ecr:
-            (throttled,) = (await ecr.repositories(["throttled"])).repositories
-            sim.throttle("DescribeImages", times=3)
-            done: list[str] = []
+        ) as ecr,
+    ):
+        (throttled,) = (await ecr.repositories(["throttled"])).repositories
+        sim.throttle("DescribeImages", times=3)
+        done: list[str] = []
 
-            async def read(name: str, call: Callable[[], Awaitable[object]]) -> None:
-                await call()
-                done.append(name)
+        async def read(name: str, call: Callable[[], Awaitable[object]]) -> None:
+            await call()
+            done.append(name)
 
-            async with anyio.create_task_group() as group:
-                group.start_soon(read, "throttled", lambda: ecr.images(throttled))
-                await eventually(lambda: sim.calls["DescribeImages"] >= 1)
-                group.start_soon(read, "other", lambda: ecr.repositories(["other"]))
+        async with anyio.create_task_group() as group:
+            group.start_soon(read, "throttled", lambda: ecr.images(throttled))
+            await eventually(lambda: sim.calls["DescribeImages"] >= 1)
+            group.start_soon(read, "other", lambda: ecr.repositories(["other"]))
     assert sim.calls["DescribeImages"] == 4  # three throttled attempts, then the answer
     assert ecr.stats.throttles["DescribeImages"] == 3
     assert done == ["other", "throttled"]
@@ -258,32 +276,23 @@ async def test_a_repository_whose_reads_keep_failing_is_given_up_within_the_call
 ) -> None:
     # before: DescribeImages answering 500 every time held the whole cycle for 54-71 s of SDK
     # retries before the repository's error was counted
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    async with EcrSimulator() as sim:
-        for name in ("broken", "fine"):
-            sim.create_repository(name)
-            for n in range(20):
-                sim.add_image(
-                    name,
-                    tags=(f"b{n}",),
-                    pushed_at=NOW - timedelta(hours=n),
-                    config_seed=f"{name}{n}",
-                )
-        async with open_ecr(
+    async with (
+        seeded(monkeypatch, ("broken", "fine"), 20) as sim,
+        open_ecr(
             region="us-east-1",
             registry_id=None,
             concurrency=4,
             endpoint_url=sim.endpoint_url,
             call_budget=2.0,
-        ) as ecr:
-            broken = (await ecr.repositories(["broken"])).repositories[0]
-            sim.server_error("DescribeImages", times=1000)
-            started = time.monotonic()
-            with pytest.raises(EcrError) as caught:
-                await ecr.images(broken)
-            elapsed = time.monotonic() - started
+        ) as ecr,
+    ):
+        broken = (await ecr.repositories(["broken"])).repositories[0]
+        sim.server_error("DescribeImages", times=1000)
+        started = time.monotonic()
+        with pytest.raises(EcrError) as caught:
+            await ecr.images(broken)
+        elapsed = time.monotonic() - started
     assert caught.value.code == "CallBudgetExceeded"
     assert caught.value.message == "no answer within 2s, retries included"
     assert 1.9 < elapsed < 4
-    assert sim.calls["DescribeImages"] >= 2  # the SDK did retry, within the budget
+    assert sim.calls["DescribeImages"] >= 2  # retried, within the budget
