@@ -319,8 +319,8 @@ def chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
 
 
 class AioEcr:
-    """`EcrPort` over an aioboto3 ECR client that makes one attempt per call (`one_attempt`):
-    the gateway retries the reads (`read_retry`), the pruner the deletes."""
+    """`EcrPort` over an aioboto3 ECR client that makes one attempt per call (`open_ecr`): the
+    gateway retries the reads (`read_retry`), the pruner the deletes."""
 
     def __init__(
         self,
@@ -514,9 +514,9 @@ class AioEcr:
 
     async def archive(self, repository: Repository, digest: Digest) -> DeleteOutcome:
         """Move one image to the archive storage class (UpdateImageStorageClass takes one),
-        one attempt, as deletes: the pruner retries, and checks the image again first. An image already gone counts as done; one ECR will not move now
-        (already archived or restoring, a child of an unarchived index) is a failure; any other
-        error is raised."""
+        one attempt, as deletes: the pruner retries, and checks the image again first. An
+        image already gone counts as done; one ECR will not move now (already archived or
+        restoring, a child of an unarchived index) is a failure; any other error is raised."""
         try:
             await self._call_once(
                 "UpdateImageStorageClass",
@@ -644,10 +644,10 @@ _DESCRIBE_IMAGES: Final = msgspec.json.Decoder(_DescribeImages)
 def typed_images(body: bytes) -> tuple[list[Image], object] | None:
     """A DescribeImages answer's images and nextToken, decoded straight into the fields
     `_image` reads (msgspec; the digests checked all at once, `all_digests`; the other fields
-    are checked as JSON and skipped). None: not of the shape a well-formed answer has (a value of another
-    type, an invalid digest or timestamp): the general path (orjson and `_image`) reads it,
-    and reports what is wrong. On every answer this reads, it gives the general path's images
-    (`tests/test_ecr_wire.py`)."""
+    are checked as JSON and skipped). None: not of the shape a well-formed answer has (a value
+    of another type, an invalid digest or timestamp): the general path (orjson and `_image`)
+    reads it, and reports what is wrong. On every answer this reads, it gives the general
+    path's images (`tests/test_ecr_wire.py`)."""
     try:
         answer = _DESCRIBE_IMAGES.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -889,18 +889,14 @@ def _common(concurrency: int) -> dict[str, Any]:
     }
 
 
-def reading_config(concurrency: int, *, client_rate_limit: bool = True) -> AioConfig:
-    """The botocore configuration of every reading client (ECR's, and the ECS, Lambda and STS
-    clients of `awsuse`): SDK_MAX_RETRIES retries for throttles, 5xx and connection failures;
-    a pool for `concurrency` calls in flight; the controller's user agent.
-
-    With `client_rate_limit`, botocore's adaptive mode: after a throttle, a token bucket of
-    the client's own paces its requests at a rate learned from its own traffic. Without,
-    botocore's standard mode, the same retries and back-off and no bucket: for ECR's reading
-    client, whose calls share the gateway's `AdaptiveLimit` with the deletes (see `open_ecr`)."""
-    mode = "adaptive" if client_rate_limit else "standard"
+def reading_config(concurrency: int) -> AioConfig:
+    """The botocore configuration of the reading clients of `awsuse` (ECS, Lambda, STS):
+    SDK_MAX_RETRIES retries for throttles, 5xx and connection failures, in botocore's adaptive
+    mode (after a throttle, a token bucket of the client's own paces its requests at a rate
+    learned from its own traffic); a pool for `concurrency` calls in flight; the controller's
+    user agent. ECR's client makes one attempt per call instead (`open_ecr`)."""
     return AioConfig(
-        retries={"mode": mode, "max_attempts": SDK_MAX_RETRIES}, **_common(concurrency)
+        retries={"mode": "adaptive", "max_attempts": SDK_MAX_RETRIES}, **_common(concurrency)
     )
 
 
