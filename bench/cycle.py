@@ -462,8 +462,8 @@ def per_call(config: Config, headline: dict[str, Any]) -> dict[str, Any]:
 def no_latency(config: Config) -> dict[str, Any]:
     """The headline cycle at the default concurrency against an endpoint that answers at once:
     the same calls and images, with no wait between them. Its CPU against the headline's is
-    what waiting costs this machine (at 50 ms a call the process sleeps between answers, and
-    picks the work up again cold)."""
+    what waiting costs this machine (at 50 ms a call the process sleeps between answers;
+    why waking costs CPU is not measured here: no hardware counters on this machine)."""
     endpoint = Endpoint(config.repositories, config.images, 0.0)
     try:
         shape = endpoint.shape(config.repositories, config.max_images)

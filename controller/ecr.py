@@ -29,7 +29,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -861,11 +861,13 @@ async def open_ecr(
         session = new_session()
     except ProfileNotFound as exc:
         raise ConfigError("AWS_PROFILE", f"{exc}: check AWS_PROFILE and ~/.aws/config") from None
-    try:
-        client = session.client("ecr", region_name=region, endpoint_url=endpoint_url, config=config)
-    except ValueError as exc:  # botocore: "Invalid endpoint: ..."
-        raise ConfigError("AWS_ENDPOINT_URL_ECR", str(exc)) from None
-    async with client as ecr:
+    async with AsyncExitStack() as stack:
+        try:  # aiobotocore makes the client on entry: that is where a bad endpoint is refused
+            ecr = await stack.enter_async_context(
+                session.client("ecr", region_name=region, endpoint_url=endpoint_url, config=config)
+            )
+        except ValueError as exc:  # botocore: "Invalid endpoint: ..."
+            raise ConfigError("AWS_ENDPOINT_URL_ECR", str(exc)) from None
         yield AioEcr(
             ecr,
             region=region,

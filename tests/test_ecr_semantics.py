@@ -17,7 +17,7 @@ from controller.images import Digest
 from controller.inventory import InUseIndex
 from controller.policy import Rules
 from controller.pruning import PruneOptions, Pruner
-from controller.settings import RepositorySelection
+from controller.settings import ConfigError, RepositorySelection
 from sandbox.ecrsim import EcrSimulator
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -344,3 +344,16 @@ async def test_reads_are_paced_by_the_shared_limit_alone(
         assert gateway.stats.throttles["DescribeImages"] == 2
         assert gateway.limit.limit < 16  # halved: twice if the retry answered after the quiet time
     assert paced == []
+
+
+async def test_an_endpoint_botocore_refuses_is_a_config_error_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # aiobotocore makes the client when it is entered: a ValueError from there once escaped
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with pytest.raises(ConfigError, match="AWS_ENDPOINT_URL_ECR"):
+        async with open_ecr(
+            region="us-east-1", registry_id=None, concurrency=1, endpoint_url="not a url"
+        ):
+            pass
