@@ -139,11 +139,33 @@ def is_digest(text: str) -> bool:
 
 
 def all_digests(texts: Sequence[str]) -> bool:
-    """Whether every one of `texts` is a digest: `all(map(is_digest, texts))`, in one regex
-    pass over them joined a line each (a DescribeImages page names 1000: a call each was 5% of
-    a cycle's CPU). A newline inside one of them adds a line, so the count tells."""
+    """Whether every one of `texts` is a digest: `all(map(is_digest, texts))`, over them joined
+    a line each (a DescribeImages page names 1000: a call each was 5% of a cycle's CPU). A
+    newline inside one of them adds a line, so the count tells.
+
+    When every line is as long as a sha256 digest's (the lines of ECR's answers), the check is
+    by column: the prefix's characters and the newline in their columns (a slice each), and
+    nothing but hex digits in the others (deleting them and the newlines leaves "sh:" a line):
+    a third of the regex's time. Any other text is the regex's."""
+    count = len(texts)
     joined = "\n".join(texts) + "\n" if texts else ""
-    return joined.count("\n") == len(texts) and _DIGEST_LINES_RE.fullmatch(joined) is not None
+    if joined.count("\n") != count:
+        return False
+    width = len(_SHA256_LINE)
+    if (
+        len(joined) == width * count
+        and joined.isascii()
+        and all(joined[i::width] == c * count for i, c in enumerate(_SHA256_LINE) if c != ".")
+    ):
+        return joined.encode().translate(None, _HEX_AND_NEWLINE) == _SHA256_LEFT * count
+    return _DIGEST_LINES_RE.fullmatch(joined) is not None
+
+
+_SHA256_LINE: Final = "sha256:" + "." * 64 + "\n"
+"""A line of the joined digests by column: "." stands for any lower-case hex digit."""
+_HEX_AND_NEWLINE: Final = b"0123456789abcdef\n"
+_SHA256_LEFT: Final = b"sh:"
+"""What is left of "sha256:" once its hex digits are deleted."""
 
 
 def parse_ecr_host(host: str) -> EcrRegistry | None:

@@ -417,6 +417,12 @@ digest_like = st.one_of(
     st.just(f"{D}\n{D}"),
     st.just(f"{D}\n{D512}"),
     st.text(alphabet="sha256:0f\n", max_size=12),
+    # as long as a sha256 digest, one character changed: the width `all_digests` checks by column
+    st.builds(
+        lambda at, c: D[:at] + c + D[at + 1 :],
+        st.integers(0, len(D) - 1),
+        st.sampled_from("shaSHA256:0fFg\n\u00e9\u212a"),
+    ),
 )
 
 
@@ -425,6 +431,8 @@ digest_like = st.one_of(
 @example([f"{D}\n{D}"])
 @example([D, f"{D}\n{D}", D])
 @example([f"{D}\n"])
+@example([D, "s" + D[2:] + "0"])  # the prefix's "h" moved into the hex columns
+@example([D, D[:-1] + "\u212a"])
 def test_all_digests_is_is_digest_of_each(texts: list[str]) -> None:
     assert all_digests(texts) is all(is_digest(t) for t in texts)
 
