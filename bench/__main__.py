@@ -69,6 +69,16 @@ def rows(results: dict[str, Any]) -> list[Row]:
     found.append(Row("CPU per image listed", "≤ 10", cpu, "µs", cpu[1] <= 10))
     quiet = of(c["no_latency"]["cpu_us_per_image"])
     found.append(Row("… the same cycle, answered with no latency", "", quiet, "µs", None))
+    woken = c["wake"]
+    found.append(
+        Row(
+            f"plain Python work after a {woken['pause_s'] * 1000:.0f} ms wait / back to back",
+            "",
+            of(woken["ratio"]),
+            "×",
+            None,
+        )
+    )
     call = c["per_call"]
     found.append(
         Row("CPU of one ECR call, its fixed part", "", of(call["cpu_us_per_call"]), "µs", None)

@@ -27,6 +27,9 @@ peak RSS are the cycle's own. The scenarios:
   one-image repository, `per_call` calls one after another, no latency): aiobotocore's
   request building, hooks and signing, the aiohttp exchange and the gateway's own lines, the
   part of a cycle's CPU that the number of calls (at its lower bound) fixes;
+* waking: the CPU of the same piece of plain Python work (`piece`, about what the process does
+  with one answer) done `wake_pieces` times back to back and `wake_pieces` times each after a
+  sleep of `latency`: what this machine charges for waking, whatever the code;
 * the Go controller's algorithm (`bench.go_baseline`, sequential, pages of 100, at most 100
   deletions per repository per cycle) on the first `go_repositories` repositories, until they
   are all under the limit; its work time is scaled linearly to `repositories` (it is
@@ -89,6 +92,7 @@ class Config:
     scaling_max_images: int = 90
     go_repositories: int = 10
     per_call: int = 300
+    wake_pieces: int = 200
 
 
 QUICK = Config(
@@ -105,6 +109,7 @@ QUICK = Config(
     scaling_max_images=20,
     go_repositories=2,
     per_call=20,
+    wake_pieces=5,
 )
 
 
@@ -219,10 +224,44 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def piece() -> int:
+    """Plain Python work of about a millisecond on this machine (dicts, tuples, a sort: what an
+    answer's handling is made of), none of it the controller's."""
+    table = {f"key-{n}": (n, n * 7 % 1000, f"v{n}") for n in range(2000)}
+    return len(sorted(table.values(), key=lambda row: row[1]))
+
+
+def waking(pieces: int, pause: float) -> dict[str, Any]:
+    """The process's CPU for `piece`, `pieces` times back to back and `pieces` times each after
+    sleeping `pause` seconds (the sleep's own CPU counted, as a cycle's CPU counts its waits).
+    In alternating rounds, so that a drift of the machine's speed falls on both alike; a round
+    back to back starts with uncounted pieces, as this machine stays slow for some milliseconds
+    after a wait (the first ten pieces after a round of waits cost more than the next ones)."""
+    cpu = {"back_to_back": 0.0, "after_a_wait": 0.0}
+    rounds = max(1, pieces // WAKE_ROUND)
+    for done in range(rounds):
+        count = pieces // rounds + (1 if done < pieces % rounds else 0)
+        for _ in range(WAKE_WARMING):
+            piece()
+        for kind, wait in (("back_to_back", 0.0), ("after_a_wait", pause)):
+            started = time.process_time()
+            for _ in range(count):
+                if wait:
+                    time.sleep(wait)
+                piece()
+            cpu[kind] += time.process_time() - started
+    return {f"{kind}_us": seconds / pieces * 1e6 for kind, seconds in cpu.items()}
+
+
+WAKE_ROUND = 40
+WAKE_WARMING = 20
+
+
 def run_worker(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--algorithm", choices=("ours", "go", "per-call"), default="ours")
+    parser.add_argument("--algorithm", choices=("ours", "go", "per-call", "wake"), default="ours")
+    parser.add_argument("--pause", type=float, default=0.05)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--shape", required=True)
@@ -237,6 +276,8 @@ def run_worker(argv: Sequence[str]) -> int:
         from bench.go_baseline import converge
 
         result = asyncio.run(converge(options.endpoint, shape))
+    elif options.algorithm == "wake":
+        result = waking(options.calls, options.pause)
     elif options.algorithm == "per-call":
         result = asyncio.run(fixed_call(options.endpoint, options.calls))
     elif options.profile:
@@ -478,6 +519,25 @@ def no_latency(config: Config) -> dict[str, Any]:
     }
 
 
+def wake(config: Config) -> dict[str, Any]:
+    """What this machine charges for waking (`waking`), in fresh processes, at the headline's
+    latency."""
+    endpoint = Endpoint(1, 1, 0.0)  # unused by the workload; the worker's harness wants one
+    try:
+        shape = endpoint.shape(1, 1)
+        args = ("--algorithm=wake", f"--calls={config.wake_pieces}", f"--pause={config.latency}")
+        done = [worker(endpoint, shape, *args) for _ in range(config.runs)]
+    finally:
+        endpoint.close()
+    return {
+        "runs": done,
+        "pause_s": config.latency,
+        "back_to_back_us": spread([r["back_to_back_us"] for r in done]),
+        "after_a_wait_us": spread([r["after_a_wait_us"] for r in done]),
+        "ratio": spread([r["after_a_wait_us"] / r["back_to_back_us"] for r in done]),
+    }
+
+
 def run(config: Config) -> dict[str, Any]:
     results: dict[str, Any] = {"config": asdict(config)}
     endpoint = Endpoint(max(config.repositories, *config.memory), config.images, config.latency)
@@ -485,6 +545,7 @@ def run(config: Config) -> dict[str, Any]:
         results["headline"] = headline(endpoint, config)
         results["per_call"] = per_call(config, results["headline"])  # close in time to it
         results["no_latency"] = no_latency(config)
+        results["wake"] = wake(config)
         results["throttled"] = throttled(endpoint, config)
         results["memory"] = memory(endpoint, config)
         ours_wall = results["headline"][str(config.concurrency[0])]["wall_s"]["median"]
@@ -523,6 +584,12 @@ def report(results: dict[str, Any]) -> str:
     lines.append(
         f"  no latency, concurrency {quiet['concurrency']}: {quiet['wall_s']['median']:.2f} s; "
         f"{quiet['cpu_us_per_image']['median']:.1f} µs CPU per image"
+    )
+    woken = results["wake"]
+    lines.append(
+        f"  plain Python work after a {woken['pause_s'] * 1000:.0f} ms wait: "
+        f"{woken['after_a_wait_us']['median']:.0f} µs against {woken['back_to_back_us']['median']:.0f}"
+        f" µs back to back, ×{woken['ratio']['median']:.2f}"
     )
     call = results["per_call"]
     lines.append(

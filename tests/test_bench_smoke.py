@@ -81,6 +81,10 @@ def test_the_whole_suite_runs_at_smoke_size_and_fills_every_row() -> None:
     assert results["cycle"]["go"]["cycles"] >= 1
     quiet = results["cycle"]["no_latency"]
     assert all(run["ok"] and run["deleted"] == 4 * (120 - 50) for run in quiet["runs"])
+    woken = results["cycle"]["wake"]
+    assert len(woken["runs"]) == cycle.QUICK.runs
+    assert all(r["back_to_back_us"] > 0 and r["after_a_wait_us"] > 0 for r in woken["runs"])
+    assert woken["pause_s"] == cycle.QUICK.latency
     per_call = results["cycle"]["per_call"]
     assert [run["calls"] for run in per_call["runs"]] == [cycle.QUICK.per_call]
     assert all(run["cpu_us_per_call"] > 0 for run in per_call["runs"])
