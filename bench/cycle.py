@@ -24,9 +24,10 @@ peak RSS are the cycle's own. The scenarios:
 * no latency: the headline cycle at the default concurrency against an endpoint that answers
   at once (the same calls and images): what the CPU per image is when the process never waits;
 * per call: the CPU of one ECR call with next to nothing in it (DescribeImages of a
-  one-image repository, `per_call` calls one after another, no latency): aiobotocore's
-  request building, hooks and signing, the aiohttp exchange and the gateway's own lines, the
-  part of a cycle's CPU that the number of calls (at its lower bound) fixes;
+  one-image repository, `per_call` calls one after another, no latency): the gateway's direct
+  path (botocore's request building and signing, aiobotocore's HTTP session, the aiohttp
+  exchange) and its own lines, the part of a cycle's CPU that the number of calls (at its
+  lower bound) fixes;
 * waking: the CPU of the same piece of plain Python work (`piece`, about what the process does
   with one answer) done `wake_pieces` times back to back and `wake_pieces` times each after a
   sleep of `latency`: what this machine charges for waking, whatever the code;
