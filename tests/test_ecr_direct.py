@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,12 +49,16 @@ def push(sim: EcrSimulator, n: int) -> str:
     return digest
 
 
+def gateway(sim: EcrSimulator) -> AbstractAsyncContextManager[AioEcr]:
+    return open_ecr(
+        region="us-east-1", registry_id=None, concurrency=2, endpoint_url=sim.endpoint_url
+    )
+
+
 @pytest.fixture
 async def ecr(sim: EcrSimulator) -> AsyncIterator[AioEcr]:
-    async with open_ecr(
-        region="us-east-1", registry_id=None, concurrency=2, endpoint_url=sim.endpoint_url
-    ) as gateway:
-        yield gateway
+    async with gateway(sim) as opened:
+        yield opened
 
 
 def calls(sim: EcrSimulator) -> dict[str, dict[str, Any]]:
@@ -103,9 +108,7 @@ async def test_a_direct_attempt_ends_as_the_clients_own_does(
 ) -> None:
     seen = []
     for path in ("direct", "client"):
-        async with open_ecr(
-            region="us-east-1", registry_id=None, concurrency=2, endpoint_url=sim.endpoint_url
-        ) as ecr:
+        async with gateway(sim) as ecr:
             if path == "client":
                 ecr._direct = ecr._via_client  # type: ignore[method-assign]
             params = calls(sim)[operation]
