@@ -458,7 +458,14 @@ class AioEcr:
             url, headers, properties = await client._resolve_endpoint_ruleset(
                 model, kwargs, context
             )
-            route = _Route(url, headers, properties, context["auth_type"], context.get("signing"))
+            signing = context.get("signing")  # the signer may change the one it was given
+            route = _Route(
+                url,
+                headers,
+                properties,
+                context["auth_type"],
+                None if signing is None else {**signing},
+            )
             self._routes[operation] = route
         else:
             context["auth_type"] = route.auth_type
