@@ -453,24 +453,10 @@ class AioEcr:
             "unsigned_payload": model.unsigned_payload,
             "auth_options": client._service_model.metadata.get("auth"),
         }
-        route = self._routes.get(operation)
-        if route is None:
-            url, headers, properties = await client._resolve_endpoint_ruleset(
-                model, kwargs, context
-            )
-            signing = context.get("signing")  # the signer may change the one it was given
-            route = _Route(
-                url,
-                headers,
-                properties,
-                context["auth_type"],
-                None if signing is None else {**signing},
-            )
-            self._routes[operation] = route
-        else:
-            context["auth_type"] = route.auth_type
-            if route.signing is not None:
-                context["signing"] = dict(route.signing)
+        route = self._routes.get(operation) or await self._route(model, kwargs, context)
+        context["auth_type"] = route.auth_type
+        if route.signing is not None:  # a copy: the signer may change the one it is given
+            context["signing"] = dict(route.signing)
         if route.properties:
             context["endpoint_properties"] = route.properties
         request_dict = await client._convert_to_request_dict(
@@ -501,6 +487,20 @@ class AioEcr:
             code = parsed.get("Error", {}).get("Code")
             raise client.exceptions.from_code(code)(parsed, operation)
         return parsed
+
+    async def _route(
+        self, model: Any, kwargs: Mapping[str, Any], context: dict[str, Any]
+    ) -> _Route:
+        """The endpoint and signing the client's ruleset gives the operation (it writes them
+        into `context`), kept for its later calls."""
+        client = self._client
+        url, headers, properties = await client._resolve_endpoint_ruleset(model, kwargs, context)
+        signing = context.get("signing")
+        route = _Route(
+            url, headers, properties, context["auth_type"], None if signing is None else {**signing}
+        )
+        self._routes[model.name] = route
+        return route
 
     # -- repositories --------------------------------------------------------------------------
 
