@@ -260,27 +260,30 @@ WAKE_WARMING = 20
 
 def run_worker(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--endpoint")  # every algorithm's but "wake"
     parser.add_argument("--algorithm", choices=("ours", "go", "per-call", "wake"), default="ours")
     parser.add_argument("--pause", type=float, default=0.05)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--shape", required=True)
+    parser.add_argument("--shape", default="null")  # "ours" and "go"
     parser.add_argument("--profile", action="store_true")
     options = parser.parse_args(argv)
-    shape = Shape(**json.loads(options.shape))
+    fields = json.loads(options.shape)
+    shape = Shape(**fields) if fields else None
     # as the controller does: log at INFO to stderr (the lines are part of the cost), and the
     # garbage collector tuned at start
     configure_logging(logging.INFO, log_format="text")
     tune_garbage_collector()
-    if options.algorithm == "go":
-        from bench.go_baseline import converge
-
-        result = asyncio.run(converge(options.endpoint, shape))
-    elif options.algorithm == "wake":
+    if options.algorithm == "wake":
         result = waking(options.calls, options.pause)
     elif options.algorithm == "per-call":
         result = asyncio.run(fixed_call(options.endpoint, options.calls))
+    elif shape is None:
+        parser.error(f"--shape is needed by --algorithm={options.algorithm}")
+    elif options.algorithm == "go":
+        from bench.go_baseline import converge
+
+        result = asyncio.run(converge(options.endpoint, shape))
     elif options.profile:
         profiler = cProfile.Profile()
         profiler.enable()
@@ -353,17 +356,16 @@ class Endpoint:
 def worker(endpoint: Endpoint, shape: Shape, *args: str) -> dict[str, Any]:
     """One run in a fresh process, from the seeded state."""
     endpoint.rollback()
+    result = spawn(f"--endpoint={endpoint.url}", f"--shape={json.dumps(asdict(shape))}", *args)
+    result["server_calls"] = endpoint.calls()
+    return result
+
+
+def spawn(*args: str) -> dict[str, Any]:
+    """A worker process run with `args`: what it printed last, decoded."""
     with tempfile.TemporaryFile("w+") as log:  # the worker's log: kept only for a failure
         output = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.cycle",
-                "--worker",
-                f"--endpoint={endpoint.url}",
-                f"--shape={json.dumps(asdict(shape))}",
-                *args,
-            ],
+            [sys.executable, "-m", "bench.cycle", "--worker", *args],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -374,7 +376,6 @@ def worker(endpoint: Endpoint, shape: Shape, *args: str) -> dict[str, Any]:
             log.seek(0)
             raise RuntimeError(f"worker failed: {log.read()[-3000:]}")
     result: dict[str, Any] = json.loads(output.stdout.splitlines()[-1])
-    result["server_calls"] = endpoint.calls()
     return result
 
 
@@ -522,14 +523,9 @@ def no_latency(config: Config) -> dict[str, Any]:
 
 def wake(config: Config) -> dict[str, Any]:
     """What this machine charges for waking (`waking`), in fresh processes, at the headline's
-    latency."""
-    endpoint = Endpoint(1, 1, 0.0)  # unused by the workload; the worker's harness wants one
-    try:
-        shape = endpoint.shape(1, 1)
-        args = ("--algorithm=wake", f"--calls={config.wake_pieces}", f"--pause={config.latency}")
-        done = [worker(endpoint, shape, *args) for _ in range(config.runs)]
-    finally:
-        endpoint.close()
+    latency (no endpoint: none of it is a call)."""
+    args = ("--algorithm=wake", f"--calls={config.wake_pieces}", f"--pause={config.latency}")
+    done = [spawn(*args) for _ in range(config.runs)]
     return {
         "runs": done,
         "pause_s": config.latency,
