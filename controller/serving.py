@@ -94,10 +94,31 @@ async def serve(
     finally:
         with anyio.move_on_after(CLEANUP_DEADLINE, shield=True) as scope:
             if listener is not None:
+                await stop_accepting(sock)
                 listener.close()
             await runner.cleanup()
         if scope.cancelled_caught:
             log.warning("HTTP server cleanup took over %.2fs; abandoned", CLEANUP_DEADLINE)
+
+
+async def stop_accepting(sock: socket.socket) -> None:
+    """Accept nothing more on the listening `sock`, and let the loop finish what it has accepted,
+    so that closing the server next closes every connection it took.
+
+    Python 3.11's asyncio accepts a connection in one loop iteration and makes its transport in
+    a later one. A server closed in between makes that transport's constructor fail (an
+    assertion in `Server._attach`), asyncio says nothing of it outside debug mode, and the
+    accepted socket stays open until the garbage collector finds it (`ResourceWarning`). With
+    the listener's reader removed first, no accept falls in that gap; connections still in the
+    kernel's backlog are reset when the socket closes."""
+    asyncio.get_running_loop().remove_reader(sock.fileno())
+    for _ in range(ACCEPT_ITERATIONS):
+        await asyncio.sleep(0)
+
+
+ACCEPT_ITERATIONS = 3
+"""Loop iterations from an accept already under way to aiohttp's `connection_made`: the accept
+callback, the task that makes the transport, then the transport's scheduled callbacks."""
 
 
 async def _start_listener(server: web.Server | None, sock: socket.socket) -> asyncio.Server:

@@ -1745,6 +1745,7 @@ class _HttpFront:
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
+        self._sock: socket.socket | None = None
         self.endpoint_url: str | None = None
 
     async def start(self) -> str:
@@ -1766,15 +1767,15 @@ class _HttpFront:
             await runner.cleanup()
             raise
         host, port = sock.getsockname()[:2]
-        self._runner = runner
+        self._runner, self._sock = runner, sock
         self.endpoint_url = f"http://{host}:{port}"
         logger.info("ecrsim: serving registry %s on %s", self._registry.account, self.endpoint_url)
         return self.endpoint_url
 
     async def close(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await stop_runner(runner)
+        runner, sock, self._runner, self._sock = self._runner, self._sock, None, None
+        if runner is not None and sock is not None:
+            await stop_runner(runner, sock)
             logger.info("ecrsim: stopped %s", self.endpoint_url)
 
     async def _rollback(self, _request: web.Request) -> web.Response:

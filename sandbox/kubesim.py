@@ -485,6 +485,7 @@ class KubeSimulator:
         self._watch_expiry_mode: WatchExpiryMode = "event"
 
         self._runner: web.AppRunner | None = None
+        self._sock: socket.socket | None = None
         self._port: int | None = None
         self._stopping: asyncio.Event | None = None
         for rt in custom_resources:
@@ -529,20 +530,20 @@ class KubeSimulator:
             await runner.cleanup()
             raise
         self._port = int(sock.getsockname()[1])
-        self._runner = runner
+        self._runner, self._sock = runner, sock
         log.info("kube simulator listening on %s", self.url)
         return self
 
     async def stop(self) -> None:
         """Stop serving; open watch streams are ended cleanly and promptly."""
-        runner, self._runner = self._runner, None
-        if runner is None:
+        runner, sock, self._runner, self._sock = self._runner, self._sock, None, None
+        if runner is None or sock is None:
             return
         if self._stopping is not None:
             self._stopping.set()
         for watch in builtins.list(self._watches):
             watch.queue.put_nowait(("close", b""))
-        await stop_runner(runner)
+        await stop_runner(runner, sock)
         log.info("kube simulator on port %s stopped", self._port)
 
     async def __aenter__(self) -> Self:
