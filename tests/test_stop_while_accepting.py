@@ -5,7 +5,7 @@ later one. A server closed in between makes the transport's constructor fail on 
 (`Server._attach`: its sockets are None), which asyncio swallows without a word unless in debug
 mode; the half-built transport and its accepted socket are dropped unclosed. Garbage collection
 reports them later, during whichever test runs then, as `ResourceWarning: unclosed transport`:
-an error under `filterwarnings = error` that failed CI once in a test that had nothing to do
+an error under `filterwarnings = error` that failed CI twice, in tests that had nothing to do
 with it. A client connects while a server stops whenever a controller retries its watch, or
 makes its next ECR call, as a test ends.
 
