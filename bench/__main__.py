@@ -65,6 +65,26 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 ratio[1] <= 1.3,
             )
         )
+    for concurrency in dict.fromkeys((default, wide)):
+        figures = c["headline"][concurrency]
+        found.append(
+            Row(
+                f"… its ECR answers at p90 / latency, concurrency {concurrency}",
+                "",
+                of(figures["answer_p90_to_latency"]),
+                "×",
+                None,
+            )
+        )
+        found.append(
+            Row(
+                f"… the endpoint's loop late at p99, concurrency {concurrency}",
+                "",
+                of(figures["server_lag_p99_ms"]),
+                "ms",
+                None,
+            )
+        )
     cpu = of(c["headline"][default]["cpu_us_per_image"])
     found.append(Row("CPU per image listed", "≤ 10", cpu, "µs", cpu[1] <= 10))
     quiet = of(c["no_latency"]["cpu_us_per_image"])

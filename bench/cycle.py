@@ -14,6 +14,9 @@ peak RSS are the cycle's own. The scenarios:
 
 * headline: `repositories` × `images` images, max-images `max_images`, at each concurrency:
   wall time against the latency limit, CPU per image listed, calls against the lower bound;
+  how long the answers took (p90, from the request built to the answer read: a wait for this
+  process's loop is in it) against the latency, and how late the simulator's own loop ran
+  (`sandbox.ecrsim.LoopLag`, p99): where a call's time beyond the latency goes;
 * throttled: the same, under one shared limit of `rate` calls a second (all operations, a
   burst of `rate` at once), its floor being the lower bound of calls less the burst, over the
   rate (the bucket is full when a run starts), or the latency limit if that is longer;
@@ -65,7 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.app import DELETION_SAMPLE, tune_garbage_collector
-from controller.ecr import DESCRIBE_PAGE, ID_BATCH, open_ecr
+from controller.ecr import DESCRIBE_PAGE, ID_BATCH, AdaptiveLimit, open_ecr
 from controller.identifiers import RepositoryId, SourceKey, TagRef
 from controller.images import EcrRegistry
 from controller.inventory import InUseIndex, References
@@ -163,11 +166,32 @@ class Shape:
 # -- the worker: one cycle in a fresh process -----------------------------------------------------
 
 
+class TimedLimit(AdaptiveLimit):
+    """The gateway's adaptive limit, keeping how long each answered attempt took: from the
+    request built to the answer read, so the time an answer waited for this process's loop is
+    in it, as it is in the cycle's."""
+
+    def __init__(self, maximum: int) -> None:
+        super().__init__(maximum)
+        self.seconds: list[float] = []
+
+    def succeeded(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+        super().succeeded(seconds)
+
+
+def percentiles_ms(seconds: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(seconds) or [0.0]
+    n = len(ordered)
+    return {f"p{q}_ms": ordered[min(n - 1, q * n // 100)] * 1000 for q in (50, 90)}
+
+
 async def ours(endpoint: str, shape: Shape, concurrency: int) -> dict[str, Any]:
     os.environ.update(CREDENTIALS)
     async with open_ecr(
         region=REGION, registry_id=None, concurrency=concurrency, endpoint_url=endpoint
     ) as ecr:
+        timed = ecr.limit = TimedLimit(concurrency)
         pruner = Pruner(
             ecr,
             in_use(shape.repositories, shape.images),
@@ -192,6 +216,7 @@ async def ours(endpoint: str, shape: Shape, concurrency: int) -> dict[str, Any]:
         "calls": sum(ecr.stats.calls.values()),
         "throttles": sum(ecr.stats.throttles.values()),
         "throttles_by_operation": dict(ecr.stats.throttles),
+        "answer_ms": percentiles_ms(timed.seconds),
         "ok": report.ok,
     }
 
@@ -342,6 +367,12 @@ class Endpoint:
             calls: dict[str, int] = json.loads(response.read())
         return calls
 
+    def lag(self) -> dict[str, float]:
+        """How late the simulator's loop ran since the last rollback (`sandbox.ecrsim.LoopLag`)."""
+        with urllib.request.urlopen(self.url + "/_sim/lag", timeout=60) as response:
+            lag: dict[str, float] = json.loads(response.read())
+        return lag
+
     def shape(self, repositories: int, max_images: int) -> Shape:
         return Shape(repositories, self.repositories, self.images, max_images)
 
@@ -358,6 +389,7 @@ def worker(endpoint: Endpoint, shape: Shape, *args: str) -> dict[str, Any]:
     endpoint.rollback()
     result = spawn(f"--endpoint={endpoint.url}", f"--shape={json.dumps(asdict(shape))}", *args)
     result["server_calls"] = endpoint.calls()
+    result["server_lag_ms"] = endpoint.lag()
     return result
 
 
@@ -401,6 +433,12 @@ def headline(endpoint: Endpoint, config: Config) -> dict[str, Any]:
             "ratio_to_limit": spread([w / limit for w in wall]),
             "cpu_us_per_image": spread([r["cpu_s"] / r["listed"] * 1e6 for r in done]),
             "peak_rss_mib": spread([r["peak_rss_mib"] for r in done]),
+            # how long answers took against the latency, and how late the endpoint's own loop
+            # ran: at a high concurrency the wait is in ours or in the simulator's
+            "answer_p90_to_latency": spread(
+                [r["answer_ms"]["p90_ms"] / (config.latency * 1000) for r in done]
+            ),
+            "server_lag_p99_ms": spread([r["server_lag_ms"]["p99_ms"] for r in done]),
             "calls": done[0]["server_calls"],
             "lower_bound_calls": lower_bound,
             "calls_at_lower_bound": all(
@@ -567,7 +605,9 @@ def report(results: dict[str, Any]) -> str:
             f"×{figures['ratio_to_limit']['median']:.2f} the limit; "
             f"{figures['cpu_us_per_image']['median']:.1f} µs CPU per image; peak RSS "
             f"{figures['peak_rss_mib']['median']:.0f} MiB; calls at the lower bound: "
-            f"{figures['calls_at_lower_bound']}"
+            f"{figures['calls_at_lower_bound']}; answers p90 "
+            f"×{figures['answer_p90_to_latency']['median']:.2f} the latency; the endpoint's "
+            f"loop late by {figures['server_lag_p99_ms']['median']:.1f} ms at p99"
         )
     for concurrency, figures in results["throttled"].items():
         wall = figures["wall_s"]

@@ -1737,6 +1737,48 @@ def settle_garbage() -> None:
     gc.freeze()
 
 
+class LoopLag:
+    """How late this process's event loop runs a task that asked to wake every `period`
+    seconds: how long a request arriving at a random moment waits before the loop reads it.
+
+    A benchmark's endpoint (`main`) runs it, so that a cycle's answer times can be told apart:
+    the controller's own loop, or this simulator's (ECR serves calls in parallel; this process
+    serves them one at a time on one core). Samples since the last rollback."""
+
+    def __init__(self, period: float = 0.005) -> None:
+        self.period = period
+        self._late: list[float] = []
+        self._resets = 0
+
+    async def run(self) -> None:
+        clock, period, late = time.perf_counter, self.period, self._late
+        while True:
+            asked, resets = clock(), self._resets
+            await asyncio.sleep(period)
+            if self._resets == resets:  # a sample across a reset is the rollback's own time
+                late.append(clock() - asked - period)
+
+    def reset(self) -> None:
+        self._late.clear()
+        self._resets += 1
+
+    def summary(self) -> dict[str, float]:
+        """Milliseconds late at the 50th, 90th and 99th percentile and at most, and samples."""
+        late = sorted(self._late) or [0.0]
+        n = len(late)
+
+        def at(q: float) -> float:
+            return late[min(n - 1, int(q * n))] * 1000
+
+        return {
+            "p50_ms": at(0.5),
+            "p90_ms": at(0.9),
+            "p99_ms": at(0.99),
+            "max_ms": late[-1] * 1000,
+            "samples": float(len(self._late)),
+        }
+
+
 class _HttpFront:
     """Serves one registry over HTTP on the loop it is started on."""
 
@@ -1747,11 +1789,14 @@ class _HttpFront:
         self._runner: web.AppRunner | None = None
         self._sock: socket.socket | None = None
         self.endpoint_url: str | None = None
+        self.lag = LoopLag()
+        # sampled only while its `run` is a task (`main` starts it); reset at each rollback
 
     async def start(self) -> str:
         app = web.Application()
         app.router.add_route("POST", "/_sim/rollback", self._rollback)
         app.router.add_route("GET", "/_sim/calls", self._calls)
+        app.router.add_route("GET", "/_sim/lag", self._lag)
         app.router.add_route("POST", "/_sim/rate", self._rate)
         app.router.add_route("POST", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -1782,6 +1827,7 @@ class _HttpFront:
         """Admin: the state of the last checkpoint, for a benchmark's next run."""
         self._registry.rollback()
         settle_garbage()
+        self.lag.reset()
         return web.json_response({"ok": True})
 
     async def _rate(self, request: web.Request) -> web.Response:
@@ -1796,6 +1842,10 @@ class _HttpFront:
     async def _calls(self, _request: web.Request) -> web.Response:
         """Admin: the requests received per operation since the last rollback."""
         return web.json_response(dict(self._registry.calls))
+
+    async def _lag(self, _request: web.Request) -> web.Response:
+        """Admin: how late this loop ran since the last rollback (`LoopLag.summary`)."""
+        return web.json_response(self.lag.summary())
 
     async def _handle(self, request: web.Request) -> web.Response:
         received_at = time.monotonic()
@@ -1839,6 +1889,11 @@ class _Served(EcrRegistry):
             batch_get_records_pull=batch_get_records_pull,
         )
         self._front = _HttpFront(self, host, port)
+
+    @property
+    def lag(self) -> LoopLag:
+        """The serving loop's lag (`GET /_sim/lag`), sampled while its `run` is a task."""
+        return self._front.lag
 
     @property
     def endpoint_url(self) -> str:
@@ -1949,7 +2004,8 @@ def seed_benchmark_registry(
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m sandbox.ecrsim`: serve a seeded registry until stdin closes (for benchmarks,
     in a process of its own so that its CPU is not the controller's). Prints the endpoint URL
-    on the first line. `POST /_sim/rollback` restores the seeded state; `GET /_sim/calls`."""
+    on the first line. `POST /_sim/rollback` restores the seeded state; `GET /_sim/calls`;
+    `GET /_sim/lag`, how late its loop ran since (`LoopLag`)."""
     import argparse
     import sys
 
@@ -1981,7 +2037,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         async with sim:
             print(sim.endpoint_url, flush=True)
             loop = asyncio.get_running_loop()
+            lag = loop.create_task(sim.lag.run())
             await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
+            lag.cancel()
 
     asyncio.run(serve())
     return 0

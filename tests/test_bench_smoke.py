@@ -57,6 +57,8 @@ def test_the_whole_suite_runs_at_smoke_size_and_fills_every_row() -> None:
     for needle in (
         "cycle time / latency limit",
         "CPU per image listed",
+        "its ECR answers at p90 / latency",
+        "the endpoint's loop late at p99",
         "the same cycle, answered with no latency",
         "CPU of one ECR call, its fixed part",
         "ECR calls per cycle",
@@ -78,6 +80,9 @@ def test_the_whole_suite_runs_at_smoke_size_and_fills_every_row() -> None:
     assert headline["calls_at_lower_bound"]
     assert all(run["ok"] for run in headline["runs"])
     assert all(run["deleted"] == 4 * (120 - 50) for run in headline["runs"])
+    # an answer takes at least the endpoint's latency; the endpoint's loop was sampled
+    assert all(run["answer_ms"]["p90_ms"] >= 1000 * cycle.QUICK.latency for run in headline["runs"])
+    assert all(run["server_lag_ms"]["samples"] > 0 for run in headline["runs"])
     assert results["cycle"]["go"]["cycles"] >= 1
     quiet = results["cycle"]["no_latency"]
     assert all(run["ok"] and run["deleted"] == 4 * (120 - 50) for run in quiet["runs"])

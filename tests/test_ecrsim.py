@@ -13,6 +13,7 @@ import gc
 import hashlib
 import json
 import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -853,6 +854,54 @@ async def test_a_rollback_leaves_the_registry_out_of_the_garbage_collector(
         assert gc.get_freeze_count() > 0
         assert not any(obj is tags for obj in gc.get_objects())  # in no generation
     finally:
+        gc.unfreeze()
+
+
+async def test_the_loop_lag_says_how_late_the_serving_loop_ran_since_the_last_rollback(
+    sim: EcrSimulator,
+) -> None:
+    """A benchmark tells a wait in the controller from one in the simulator: `GET /_sim/lag` is
+    how late the loop that serves the calls ran (a call arriving then waits as long). A rollback
+    starts it again, and the time the loop spent in the rollback itself is not counted."""
+
+    async def lag() -> dict[str, float]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{sim.endpoint_url}/_sim/lag") as answer,
+        ):
+            assert answer.status == 200
+            found: dict[str, float] = await answer.json()
+            return found
+
+    def work(seconds: float) -> None:
+        """Keep the loop busy, as building a large answer does."""
+        until = time.perf_counter() + seconds
+        while time.perf_counter() < until:
+            pass
+
+    sim.checkpoint()
+    monitor = asyncio.get_running_loop().create_task(sim.lag.run())
+    try:
+        await asyncio.sleep(0.05)
+        work(0.12)
+        await asyncio.sleep(0.05)
+        busy = await lag()
+        assert 100 <= busy["max_ms"] < 1000
+        assert busy["p50_ms"] < busy["max_ms"]
+        assert busy["samples"] >= 5
+        work(0.12)  # busy again, then a reset in the same step, as a rollback does
+        sim.lag.reset()
+        await asyncio.sleep(0.05)
+        assert (await lag())["max_ms"] < 100  # the sample across the reset is left out
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{sim.endpoint_url}/_sim/rollback") as answer,
+        ):
+            assert answer.status == 200
+        after = await lag()
+        assert after["samples"] < busy["samples"]  # the admin rollback resets it too
+    finally:
+        monitor.cancel()
         gc.unfreeze()
 
 
